@@ -1,0 +1,2 @@
+//! mpnd: takes resellers' new MPN/PLA IDs from a mailbox and applies them.
+pub mod triage;

@@ -1,2 +1,28 @@
-//! mpnd: takes resellers' new MPN/PLA IDs from a mailbox and applies them.
+//! mpnd takes resellers' new MPN/PLA IDs from the distributor's `cloud@` mailbox
+//! and applies them.
+//!
+//! Modules, in the order a mail passes through them:
+//! - `config`: the TOML file or the embedded default, checked before anything starts.
+//! - `mailbox`: where mail comes from (Maildir, IMAP) and where it goes once decided.
+//! - `triage`: parse → classify → extract → decide; pure, no I/O, no clock.
+//! - `store`: SQLite; messages, cases, jobs, outbox, resellers, audit. The only writer.
+//! - `reply`: the confirmations' text and headers (rendered when queued).
+//! - `mailer`: sends the outbox over SMTP or into `.eml` files.
+//! - `gate`: the order gate over HTTP, `/healthz`, `/metrics`.
+//! - `daemon`: the tasks, their order and their shutdown.
+//!
+//! Invariants:
+//! - triage does no I/O and never panics; what it cannot decide goes to review.
+//! - only `store` writes state, one transaction per decision.
+//! - a mail leaves the inbox only after its case is committed.
+//! - a reseller may order only in state `active`; never on a partial update.
+//! - no confirmation is sent for an ignored mail, nor to an unregistered sender.
+
+pub mod config;
+pub mod daemon;
+pub mod gate;
+pub mod mailbox;
+pub mod mailer;
+pub mod reply;
+pub mod store;
 pub mod triage;

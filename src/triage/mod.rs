@@ -34,7 +34,11 @@ impl MpnId {
             match c {
                 '0'..='9' => digits.push(c),
                 ' ' | '-' | '.' | '/' | '\u{a0}' => {}
-                _ => return Err(format!("{trimmed:?} is not an MPN ID: only digits are allowed")),
+                _ => {
+                    return Err(format!(
+                        "{trimmed:?} is not an MPN ID: only digits are allowed"
+                    ))
+                }
             }
         }
         if digits.len() < Self::MIN_DIGITS || digits.len() > Self::MAX_DIGITS {

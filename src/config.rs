@@ -1,0 +1,825 @@
+//! Configuration: one TOML file, or the embedded default when there is none.
+//!
+//! The file is read into `Raw*` structs that mirror it exactly (`deny_unknown_fields`,
+//! so a typo is an error, not a silently ignored key), then checked into [`Config`]:
+//! typed durations, paths made absolute against the state directory, secrets loaded.
+//! Every problem names the file, the line where the toml parser knows it, the key,
+//! and what was expected. All problems are collected and reported together, so an
+//! operator fixes a file in one round. Secrets are never part of an error message or
+//! a `Debug` print.
+//!
+//! There is deliberately no `Default for Config`: the embedded default is a named
+//! constructor, [`Config::embedded`], so every caller says which one it means.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::triage::Policy;
+
+/// A secret read from a file, the environment, a systemd credential or inline.
+/// `Debug` never shows it.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Secret {
+        Secret(value)
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    Implicit,
+    Starttls,
+    None,
+}
+
+#[derive(Clone, Debug)]
+pub struct OAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub scope: String,
+}
+
+#[derive(Clone, Debug)]
+pub enum Auth {
+    Password(Secret),
+    XOAuth2(OAuth2),
+}
+
+#[derive(Clone, Debug)]
+pub struct ImapConfig {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub username: String,
+    pub auth: Auth,
+    pub inbox: String,
+    pub processed: String,
+    pub review: String,
+    pub ignored: String,
+    pub ca_file: Option<PathBuf>,
+    pub command_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub batch_size: usize,
+}
+
+#[derive(Clone, Debug)]
+pub enum MailboxConfig {
+    Maildir { path: PathBuf },
+    Imap(ImapConfig),
+}
+
+#[derive(Clone, Debug)]
+pub struct SmtpServer {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    pub auth: Option<(String, Auth)>,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug)]
+pub enum Transport {
+    Smtp(SmtpServer),
+    File { dir: PathBuf },
+}
+
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    pub transport: Transport,
+    /// The From of every confirmation, e.g. "Distri Cloud <cloud@distri.example>".
+    pub from: String,
+    /// At most this many confirmations per recipient in 24 hours; more are suppressed.
+    pub max_per_recipient_per_day: u32,
+}
+
+#[derive(Clone, Debug)]
+pub struct GateConfig {
+    pub listen: SocketAddr,
+    pub token_file: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    Manual,
+    Http,
+    PartnerCenter,
+}
+
+#[derive(Clone, Debug)]
+pub struct BackendConfig {
+    pub kind: BackendKind,
+    pub base_url: Option<String>,
+    pub verify: bool,
+    pub max_attempts: u32,
+}
+
+/// The checked configuration the daemon and every subcommand run on.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where this configuration came from, for messages.
+    pub source: String,
+    pub state_dir: PathBuf,
+    pub mailbox: MailboxConfig,
+    /// Larger mails are not triaged: they go to review with a reason.
+    pub max_message_size: u64,
+    pub smtp: SmtpConfig,
+    pub gate: GateConfig,
+    pub policy: Policy,
+    pub backend: BackendConfig,
+    /// Directory whose `*.txt` files override the embedded reply templates.
+    pub templates_dir: Option<PathBuf>,
+}
+
+impl Config {
+    /// The embedded default: everything under `state_dir`, nothing leaves the machine.
+    pub fn embedded(state_dir: &Path) -> Config {
+        let from = "mpnd <cloud@localhost>".to_string();
+        Config {
+            source: format!("embedded default (state dir {})", state_dir.display()),
+            state_dir: state_dir.to_path_buf(),
+            mailbox: MailboxConfig::Maildir {
+                path: state_dir.join("mail"),
+            },
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            smtp: SmtpConfig {
+                transport: Transport::File {
+                    dir: state_dir.join("outbox"),
+                },
+                from,
+                max_per_recipient_per_day: 10,
+            },
+            gate: GateConfig {
+                listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
+                token_file: state_dir.join("gate.token"),
+            },
+            policy: Policy {
+                own_addresses: vec!["cloud@localhost".into()],
+                trusted_authserv_ids: Vec::new(),
+            },
+            backend: BackendConfig {
+                kind: BackendKind::Manual,
+                base_url: None,
+                verify: false,
+                max_attempts: 8,
+            },
+            templates_dir: None,
+        }
+    }
+
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and checks config text; `name` is used in messages, relative paths
+    /// in the file are taken relative to `base`.
+    pub fn parse(text: &str, name: &str, base: &Path) -> Result<Config> {
+        let raw: RawConfig = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let place = e
+                    .span()
+                    .map(|s| {
+                        let (line, col) = line_col(text, s.start);
+                        format!("{name}:{line}:{col}")
+                    })
+                    .unwrap_or_else(|| name.to_string());
+                bail!("{place}: {}", e.message().trim_end());
+            }
+        };
+        let mut check = Checker {
+            name: name.to_string(),
+            text: text.to_string(),
+            base: base.to_path_buf(),
+            problems: Vec::new(),
+        };
+        let config = check.config(raw);
+        if !check.problems.is_empty() {
+            bail!("{}", check.problems.join("\n"));
+        }
+        Ok(config.expect("checker returns a config when it finds no problem"))
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("mpnd.sqlite3")
+    }
+
+    /// The address part of `smtp.from`.
+    pub fn from_address(&self) -> String {
+        address_of(&self.smtp.from)
+    }
+}
+
+pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
+
+/// "Name <a@b>" → "a@b"; "a@b" → "a@b".
+pub fn address_of(mailbox: &str) -> String {
+    match (mailbox.rfind('<'), mailbox.rfind('>')) {
+        (Some(a), Some(b)) if a < b => mailbox[a + 1..b].trim().to_string(),
+        _ => mailbox.trim().to_string(),
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    (line, col)
+}
+
+// ---------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    state_dir: Option<String>,
+    max_message_size: Option<u64>,
+    templates_dir: Option<String>,
+    mailbox: Option<RawMailbox>,
+    smtp: Option<RawSmtp>,
+    gate: Option<RawGate>,
+    policy: Option<RawPolicy>,
+    backend: Option<RawBackend>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawOAuth2 {
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    scope: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMailbox {
+    kind: Option<String>,
+    path: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<String>,
+    username: Option<String>,
+    auth: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+    inbox: Option<String>,
+    processed: Option<String>,
+    review: Option<String>,
+    ignored: Option<String>,
+    ca_file: Option<String>,
+    command_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    batch_size: Option<usize>,
+    oauth2: Option<RawOAuth2>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSmtp {
+    kind: Option<String>,
+    dir: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<String>,
+    from: Option<String>,
+    auth: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+    ca_file: Option<String>,
+    max_per_recipient_per_day: Option<u32>,
+    oauth2: Option<RawOAuth2>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGate {
+    listen: Option<String>,
+    token_file: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    own_addresses: Option<Vec<String>>,
+    trusted_authserv_ids: Option<Vec<String>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawBackend {
+    kind: Option<String>,
+    base_url: Option<String>,
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<String>,
+    token_file: Option<String>,
+    verify: Option<bool>,
+    max_attempts: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------
+// Checking.
+
+struct Checker {
+    name: String,
+    text: String,
+    base: PathBuf,
+    problems: Vec<String>,
+}
+
+impl Checker {
+    /// Records a problem with `key`, pointing at the line that sets it when found.
+    fn problem(&mut self, key: &str, msg: impl std::fmt::Display) {
+        let place = match self.line_of(key) {
+            Some(line) => format!("{}:{line}", self.name),
+            None => self.name.clone(),
+        };
+        self.problems.push(format!("{place}: {key}: {msg}"));
+    }
+
+    /// The line where `section.key` is set, found by scanning the text: the toml
+    /// crate keeps no spans after deserializing, and a line number is what an
+    /// operator needs.
+    fn line_of(&self, dotted: &str) -> Option<usize> {
+        let (section, key) = match dotted.rsplit_once('.') {
+            Some((s, k)) => (s, k),
+            None => ("", dotted),
+        };
+        let mut current = String::new();
+        for (i, line) in self.text.lines().enumerate() {
+            let t = line.trim();
+            if t.starts_with('[') {
+                current = t.trim_matches(|c| c == '[' || c == ']').trim().to_string();
+                if key.is_empty() && current == section {
+                    return Some(i + 1);
+                }
+                continue;
+            }
+            if current == section {
+                if let Some((k, _)) = t.split_once('=') {
+                    if k.trim() == key {
+                        return Some(i + 1);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = PathBuf::from(p);
+        if p.is_absolute() {
+            p
+        } else {
+            self.base.join(p)
+        }
+    }
+
+    fn tls(&mut self, key: &str, value: Option<&str>, default: Tls) -> Tls {
+        match value {
+            None => default,
+            Some("implicit") => Tls::Implicit,
+            Some("starttls") => Tls::Starttls,
+            Some("none") => Tls::None,
+            Some(other) => {
+                self.problem(
+                    key,
+                    format!("expected \"implicit\", \"starttls\" or \"none\", got {other:?}"),
+                );
+                default
+            }
+        }
+    }
+
+    fn required(&mut self, key: &str, value: Option<String>) -> String {
+        match value {
+            Some(v) if !v.trim().is_empty() => v,
+            _ => {
+                self.problem(key, "is required here");
+                String::new()
+            }
+        }
+    }
+
+    /// A secret given inline, in a file, or (when neither is set) as a systemd
+    /// credential named after the key.
+    fn secret(
+        &mut self,
+        key: &str,
+        inline: Option<String>,
+        file: Option<String>,
+    ) -> Option<Secret> {
+        match (inline, file) {
+            (Some(_), Some(_)) => {
+                self.problem(key, format!("set either {key} or {key}_file, not both"));
+                None
+            }
+            (Some(v), None) => Some(Secret(v)),
+            (None, Some(f)) => {
+                let path = self.path(&f);
+                match read_secret_file(&path) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.problem(&format!("{key}_file"), format!("{e:#}"));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn loopback_only(&mut self, key: &str, host: &str, tls: Tls) {
+        if tls == Tls::None && !is_loopback_host(host) {
+            self.problem(
+                key,
+                format!("tls = \"none\" is allowed only to a loopback host, not {host:?}"),
+            );
+        }
+    }
+
+    fn oauth2(&mut self, key: &str, raw: Option<RawOAuth2>, default_scope: &str) -> OAuth2 {
+        let raw = raw.unwrap_or_default();
+        let token_url = self.required(&format!("{key}.token_url"), raw.token_url);
+        let client_id = self.required(&format!("{key}.client_id"), raw.client_id);
+        let secret = self.secret(
+            &format!("{key}.client_secret"),
+            raw.client_secret,
+            raw.client_secret_file,
+        );
+        if secret.is_none() {
+            self.problem(
+                &format!("{key}.client_secret_file"),
+                "is required for auth = \"xoauth2\"",
+            );
+        }
+        OAuth2 {
+            token_url,
+            client_id,
+            client_secret: secret.unwrap_or(Secret(String::new())),
+            scope: raw.scope.unwrap_or_else(|| default_scope.to_string()),
+        }
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let state_dir = self.path(raw.state_dir.as_deref().unwrap_or("./var"));
+        let mut config = Config::embedded(&state_dir);
+        config.source = self.name.clone();
+        if let Some(size) = raw.max_message_size {
+            if size < 64 * 1024 {
+                self.problem("max_message_size", "expected at least 65536 bytes");
+            }
+            config.max_message_size = size;
+        }
+        config.templates_dir = raw.templates_dir.map(|d| self.path(&d));
+
+        if let Some(m) = raw.mailbox {
+            config.mailbox = self.mailbox(m, &state_dir);
+        }
+        if let Some(s) = raw.smtp {
+            config.smtp = self.smtp(s, &state_dir);
+        }
+        if let Some(g) = raw.gate {
+            if let Some(listen) = g.listen {
+                match listen.parse::<SocketAddr>() {
+                    Ok(a) => config.gate.listen = a,
+                    Err(_) => self.problem(
+                        "gate.listen",
+                        format!("expected an address and port such as \"127.0.0.1:8470\", got {listen:?}"),
+                    ),
+                }
+            }
+            if let Some(t) = g.token_file {
+                config.gate.token_file = self.path(&t);
+            }
+        }
+        let from_addr = address_of(&config.smtp.from).to_lowercase();
+        config.policy.own_addresses = vec![from_addr];
+        if let Some(p) = raw.policy {
+            if let Some(own) = p.own_addresses {
+                for a in &own {
+                    if !a.contains('@') {
+                        self.problem(
+                            "policy.own_addresses",
+                            format!("expected full addresses, got {a:?}"),
+                        );
+                    }
+                }
+                let mut own: Vec<String> = own.iter().map(|a| a.trim().to_lowercase()).collect();
+                let from = address_of(&config.smtp.from).to_lowercase();
+                if !own.contains(&from) {
+                    own.push(from);
+                }
+                config.policy.own_addresses = own;
+            }
+            if let Some(ids) = p.trusted_authserv_ids {
+                config.policy.trusted_authserv_ids =
+                    ids.iter().map(|a| a.trim().to_lowercase()).collect();
+            }
+        }
+        if let Some(b) = raw.backend {
+            config.backend = self.backend(b);
+        }
+        Some(config)
+    }
+
+    fn mailbox(&mut self, m: RawMailbox, state_dir: &Path) -> MailboxConfig {
+        match m.kind.as_deref().unwrap_or("maildir") {
+            "maildir" => MailboxConfig::Maildir {
+                path: m
+                    .path
+                    .map(|p| self.path(&p))
+                    .unwrap_or_else(|| state_dir.join("mail")),
+            },
+            "imap" => {
+                let host = self.required("mailbox.host", m.host);
+                let tls = self.tls("mailbox.tls", m.tls.as_deref(), Tls::Implicit);
+                self.loopback_only("mailbox.tls", &host, tls);
+                let port = m.port.unwrap_or(match tls {
+                    Tls::Implicit => 993,
+                    _ => 143,
+                });
+                let username = self.required("mailbox.username", m.username);
+                let auth = match m.auth.as_deref().unwrap_or("password") {
+                    "password" => {
+                        let s = self.secret("mailbox.password", m.password, m.password_file);
+                        if s.is_none() {
+                            self.problem(
+                                "mailbox.password_file",
+                                "is required for auth = \"password\" (or set mailbox.password)",
+                            );
+                        }
+                        Auth::Password(s.unwrap_or(Secret(String::new())))
+                    }
+                    "xoauth2" => Auth::XOAuth2(self.oauth2(
+                        "mailbox.oauth2",
+                        m.oauth2,
+                        "https://outlook.office365.com/.default",
+                    )),
+                    other => {
+                        self.problem(
+                            "mailbox.auth",
+                            format!("expected \"password\" or \"xoauth2\", got {other:?}"),
+                        );
+                        Auth::Password(Secret(String::new()))
+                    }
+                };
+                let idle = m.idle_timeout_secs.unwrap_or(540);
+                if idle == 0 || idle > 600 {
+                    self.problem(
+                        "mailbox.idle_timeout_secs",
+                        "expected 1 to 600 seconds (servers drop IDLE after 30 minutes; we re-issue well before)",
+                    );
+                }
+                let batch = m.batch_size.unwrap_or(50);
+                if batch == 0 {
+                    self.problem("mailbox.batch_size", "expected at least 1");
+                }
+                MailboxConfig::Imap(ImapConfig {
+                    host,
+                    port,
+                    tls,
+                    username,
+                    auth,
+                    inbox: m.inbox.unwrap_or_else(|| "INBOX".into()),
+                    processed: m.processed.unwrap_or_else(|| "Processed".into()),
+                    review: m.review.unwrap_or_else(|| "Review".into()),
+                    ignored: m.ignored.unwrap_or_else(|| "Ignored".into()),
+                    ca_file: m.ca_file.map(|p| self.path(&p)),
+                    command_timeout: Duration::from_secs(m.command_timeout_secs.unwrap_or(60)),
+                    idle_timeout: Duration::from_secs(idle),
+                    batch_size: batch.max(1),
+                })
+            }
+            other => {
+                self.problem(
+                    "mailbox.kind",
+                    format!("expected \"imap\" or \"maildir\", got {other:?}"),
+                );
+                MailboxConfig::Maildir {
+                    path: state_dir.join("mail"),
+                }
+            }
+        }
+    }
+
+    fn smtp(&mut self, s: RawSmtp, state_dir: &Path) -> SmtpConfig {
+        let from = s.from.unwrap_or_else(|| "mpnd <cloud@localhost>".into());
+        if !address_of(&from).contains('@') {
+            self.problem(
+                "smtp.from",
+                format!("expected an address such as \"Distri Cloud <cloud@distri.example>\", got {from:?}"),
+            );
+        }
+        let transport = match s.kind.as_deref().unwrap_or("file") {
+            "file" => Transport::File {
+                dir: s
+                    .dir
+                    .map(|d| self.path(&d))
+                    .unwrap_or_else(|| state_dir.join("outbox")),
+            },
+            "smtp" => {
+                let host = self.required("smtp.host", s.host);
+                let tls = self.tls("smtp.tls", s.tls.as_deref(), Tls::Starttls);
+                self.loopback_only("smtp.tls", &host, tls);
+                let port = s.port.unwrap_or(match tls {
+                    Tls::Implicit => 465,
+                    Tls::Starttls => 587,
+                    Tls::None => 25,
+                });
+                let auth = match s.auth.as_deref() {
+                    None | Some("none") => None,
+                    Some("password") => {
+                        let user = self.required("smtp.username", s.username);
+                        let secret = self.secret("smtp.password", s.password, s.password_file);
+                        if secret.is_none() {
+                            self.problem(
+                                "smtp.password_file",
+                                "is required for auth = \"password\"",
+                            );
+                        }
+                        Some((
+                            user,
+                            Auth::Password(secret.unwrap_or(Secret(String::new()))),
+                        ))
+                    }
+                    Some("xoauth2") => {
+                        let user = self.required("smtp.username", s.username);
+                        Some((
+                            user,
+                            Auth::XOAuth2(self.oauth2(
+                                "smtp.oauth2",
+                                s.oauth2,
+                                "https://outlook.office365.com/.default",
+                            )),
+                        ))
+                    }
+                    Some(other) => {
+                        self.problem(
+                            "smtp.auth",
+                            format!(
+                                "expected \"none\", \"password\" or \"xoauth2\", got {other:?}"
+                            ),
+                        );
+                        None
+                    }
+                };
+                Transport::Smtp(SmtpServer {
+                    host,
+                    port,
+                    tls,
+                    auth,
+                    ca_file: s.ca_file.map(|p| self.path(&p)),
+                })
+            }
+            other => {
+                self.problem(
+                    "smtp.kind",
+                    format!("expected \"smtp\" or \"file\", got {other:?}"),
+                );
+                Transport::File {
+                    dir: state_dir.join("outbox"),
+                }
+            }
+        };
+        SmtpConfig {
+            transport,
+            from,
+            max_per_recipient_per_day: s.max_per_recipient_per_day.unwrap_or(10),
+        }
+    }
+
+    fn backend(&mut self, b: RawBackend) -> BackendConfig {
+        let kind = match b.kind.as_deref().unwrap_or("manual") {
+            "manual" => BackendKind::Manual,
+            "http" => BackendKind::Http,
+            "partner-center" => BackendKind::PartnerCenter,
+            other => {
+                self.problem(
+                    "backend.kind",
+                    format!("expected \"manual\", \"http\" or \"partner-center\", got {other:?}"),
+                );
+                BackendKind::Manual
+            }
+        };
+        if kind != BackendKind::Manual {
+            // Accepted keys, so configs written for later versions parse, but the
+            // automatic backends are not built yet: refuse rather than pretend.
+            self.problem(
+                "backend.kind",
+                format!(
+                    "{:?} is not available in this version; use \"manual\"",
+                    b.kind.unwrap_or_default()
+                ),
+            );
+        }
+        let _ = (b.token_url, b.client_id, b.client_secret_file, b.token_file);
+        BackendConfig {
+            kind,
+            base_url: b.base_url,
+            verify: b.verify.unwrap_or(true),
+            max_attempts: b.max_attempts.unwrap_or(8).max(1),
+        }
+    }
+}
+
+fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<std::net::IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+}
+
+/// Reads a secret file, refusing one that others may read: a leaked password file
+/// is worse than a daemon that will not start.
+pub fn read_secret_file(path: &Path) -> Result<Secret> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(Secret(text.trim_end_matches(['\n', '\r']).to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses() {
+        let text = include_str!("../config.example.toml");
+        let dir = tempfile::tempdir().unwrap();
+        // The example refers to secret files; parse it with them present.
+        let text = text.replace("/etc/mpnd/", &format!("{}/", dir.path().display()));
+        for f in ["imap.password", "gate.token", "smtp.password"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let c = Config::parse(&text, "config.example.toml", dir.path()).unwrap();
+        assert!(matches!(c.mailbox, MailboxConfig::Imap(_)));
+        assert!(c
+            .policy
+            .own_addresses
+            .iter()
+            .any(|a| a.starts_with("cloud@")));
+    }
+
+    #[test]
+    fn unknown_key_names_line() {
+        let err = Config::parse(
+            "[mailbox]\nkind = \"imap\"\nhots = \"x\"\n",
+            "c.toml",
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("c.toml:3:"), "{err}");
+        assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_key_and_expectation() {
+        let text = "[mailbox]\nkind = \"imap\"\nhost = \"imap.example\"\ntls = \"none\"\nusername = \"u\"\npassword = \"p\"\n[gate]\nlisten = \"nope\"\n";
+        let err = Config::parse(text, "c.toml", Path::new("/"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "c.toml:4: mailbox.tls: tls = \"none\" is allowed only to a loopback host"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.toml:8: gate.listen: expected an address"),
+            "{err}"
+        );
+        assert!(!err.contains("\"p\""), "secret leaked: {err}");
+    }
+
+    #[test]
+    fn secret_debug_is_redacted() {
+        let s = Secret::new("hunter2".into());
+        assert!(!format!("{s:?}").contains("hunter2"));
+    }
+}

@@ -1,0 +1,257 @@
+//! The order gate over HTTP: may this reseller order now?
+//!
+//! `GET /v1/resellers/{account}/order-gate` answers from the store (bearer token
+//! required; a missing or wrong token is a 401 that says nothing else), `/healthz`
+//! says whether the daemon's loops are alive, `/metrics` gives Prometheus text.
+//! The ordering platform calls this on every order, so it reads only and never
+//! waits for the mailbox or the backend.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result};
+use axum::extract::{Path as UrlPath, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use tokio_util::sync::CancellationToken;
+
+use crate::store::{now, Store};
+
+/// What the daemon's loops report, for `/healthz` and `/metrics`.
+#[derive(Default)]
+pub struct Health {
+    /// Unix time of the last successful look at the mailbox.
+    pub last_fetch: AtomicI64,
+    pub mailbox_errors: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub gate_allowed: AtomicU64,
+    pub gate_blocked: AtomicU64,
+    pub gate_unknown: AtomicU64,
+    pub gate_unauthorized: AtomicU64,
+}
+
+#[derive(Clone)]
+struct AppState {
+    store: Arc<Mutex<Store>>,
+    token: Arc<String>,
+    health: Arc<Health>,
+}
+
+/// Reads the gate token, creating a random one (mode 0600) on first start.
+pub fn load_or_create_token(path: &Path) -> Result<String> {
+    if let Ok(t) = std::fs::read_to_string(path) {
+        let t = t.trim().to_string();
+        anyhow::ensure!(!t.is_empty(), "gate token file {} is empty", path.display());
+        return Ok(t);
+    }
+    let mut bytes = [0u8; 32];
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for a gate token")?;
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot create gate token file {}", path.display()))?;
+    writeln!(f, "{token}")?;
+    Ok(token)
+}
+
+/// Compares without an early exit, so timing does not tell how much of a guess
+/// was right.
+fn token_matches(given: &[u8], want: &[u8]) -> bool {
+    if given.len() != want.len() {
+        return false;
+    }
+    given
+        .iter()
+        .zip(want)
+        .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+        == 0
+}
+
+fn authorized(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| token_matches(t.trim().as_bytes(), token.as_bytes()))
+        .unwrap_or(false)
+}
+
+async fn order_gate(
+    State(st): State<AppState>,
+    UrlPath(account): UrlPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if !authorized(&headers, &st.token) {
+        st.health.gate_unauthorized.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            Json(serde_json::json!({"error": "unauthorized"})),
+        )
+            .into_response();
+    }
+    let answer = st
+        .store
+        .lock()
+        .map_err(|_| ())
+        .and_then(|s| s.gate(&account).map_err(|_| ()));
+    match answer {
+        Ok(Some(a)) => {
+            let c = if a.allowed {
+                &st.health.gate_allowed
+            } else {
+                &st.health.gate_blocked
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+            Json(a).into_response()
+        }
+        Ok(None) => {
+            st.health.gate_unknown.fetch_add(1, Ordering::Relaxed);
+            (
+                StatusCode::NOT_FOUND,
+                Json(serde_json::json!({"error": "unknown account", "account": account})),
+            )
+                .into_response()
+        }
+        Err(()) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"error": "store unavailable"})),
+        )
+            .into_response(),
+    }
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    let store_ok = st.store.lock().map(|s| s.status().is_ok()).unwrap_or(false);
+    let last = st.health.last_fetch.load(Ordering::Relaxed);
+    let age = if last > 0 { now() - last } else { -1 };
+    // The mailbox loop looks at least every few minutes even when idle (IDLE is
+    // re-issued); a much older fetch means it is stuck or disconnected.
+    let mailbox_ok = last > 0 && age < 15 * 60;
+    let body = serde_json::json!({
+        "status": if store_ok && mailbox_ok { "ok" } else { "degraded" },
+        "store": store_ok,
+        "mailbox": mailbox_ok,
+        "last_fetch_age_seconds": age,
+    });
+    let code = if store_ok && mailbox_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    let mut out = String::new();
+    let counts = st
+        .store
+        .lock()
+        .ok()
+        .and_then(|s| s.counts().ok())
+        .unwrap_or_default();
+    out.push_str("# HELP mpnd_items Cases, jobs, outbox mails and resellers by state.\n# TYPE mpnd_items gauge\n");
+    for (table, state, n) in &counts {
+        if table != "triage" {
+            out.push_str(&format!(
+                "mpnd_items{{kind=\"{table}\",state=\"{state}\"}} {n}\n"
+            ));
+        }
+    }
+    out.push_str("# HELP mpnd_mails_total Mails triaged, by outcome and decision.\n# TYPE mpnd_mails_total counter\n");
+    for (table, od, n) in &counts {
+        if table == "triage" {
+            let (o, d) = od.split_once('/').unwrap_or((od, ""));
+            out.push_str(&format!(
+                "mpnd_mails_total{{outcome=\"{o}\",decision=\"{d}\"}} {n}\n"
+            ));
+        }
+    }
+    let h = &st.health;
+    out.push_str("# TYPE mpnd_last_fetch_timestamp_seconds gauge\n");
+    out.push_str(&format!(
+        "mpnd_last_fetch_timestamp_seconds {}\n",
+        h.last_fetch.load(Ordering::Relaxed)
+    ));
+    out.push_str("# TYPE mpnd_mailbox_errors_total counter\n");
+    out.push_str(&format!(
+        "mpnd_mailbox_errors_total {}\n",
+        h.mailbox_errors.load(Ordering::Relaxed)
+    ));
+    out.push_str("# TYPE mpnd_mailbox_reconnects_total counter\n");
+    out.push_str(&format!(
+        "mpnd_mailbox_reconnects_total {}\n",
+        h.reconnects.load(Ordering::Relaxed)
+    ));
+    out.push_str("# TYPE mpnd_gate_requests_total counter\n");
+    for (answer, c) in [
+        ("allowed", &h.gate_allowed),
+        ("blocked", &h.gate_blocked),
+        ("unknown", &h.gate_unknown),
+        ("unauthorized", &h.gate_unauthorized),
+    ] {
+        out.push_str(&format!(
+            "mpnd_gate_requests_total{{answer=\"{answer}\"}} {}\n",
+            c.load(Ordering::Relaxed)
+        ));
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Binds the gate's listener; separate from `serve` so the daemon knows the port is
+/// taken before it reports ready.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (gate.listen)"))
+}
+
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    store: Arc<Mutex<Store>>,
+    token: String,
+    health: Arc<Health>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let state = AppState {
+        store,
+        token: Arc::new(token),
+        health,
+    };
+    let app = Router::new()
+        .route("/v1/resellers/{account}/order-gate", get(order_gate))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+        .context("gate server failed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_compare() {
+        assert!(token_matches(b"abc", b"abc"));
+        assert!(!token_matches(b"abd", b"abc"));
+        assert!(!token_matches(b"ab", b"abc"));
+    }
+}

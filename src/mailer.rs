@@ -1,0 +1,173 @@
+//! The mailer: sends the outbox, one confirmation at a time, until it is empty.
+//!
+//! Rows are rendered when queued (see `reply`), so this task only moves bytes: over
+//! SMTP (lettre, pooled, TLS by rustls) or into `.eml` files (lettre's file
+//! transport, the embedded default). A transient failure (network, 4xx) is retried
+//! with exponential backoff; a permanent one (5xx) parks the row as `failed` with
+//! the server's answer for the operator. After `MAX_ATTEMPTS` a row is failed too.
+//! The loop wakes on a nudge when something is queued, and polls every few seconds
+//! as a fallback (the operator CLI queues mail from another process).
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use lettre::address::Envelope;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{Certificate, Tls as SmtpTls, TlsParameters};
+use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{address_of, Auth, SmtpConfig, Tls, Transport};
+use crate::store::{now, Store};
+
+const MAX_ATTEMPTS: i64 = 20;
+const POLL: Duration = Duration::from_secs(2);
+
+pub enum Sender {
+    File(AsyncFileTransport<Tokio1Executor>),
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+}
+
+/// What came of one try.
+enum Sent {
+    Ok,
+    Retry(String),
+    Failed(String),
+}
+
+impl Sender {
+    pub fn new(cfg: &SmtpConfig) -> Result<Sender> {
+        match &cfg.transport {
+            Transport::File { dir } => {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create outbox directory {}", dir.display()))?;
+                Ok(Sender::File(AsyncFileTransport::new(dir)))
+            }
+            Transport::Smtp(s) => {
+                let tls_params = || -> Result<TlsParameters> {
+                    let mut b = TlsParameters::builder(s.host.clone());
+                    if let Some(ca) = &s.ca_file {
+                        let pem = std::fs::read(ca).with_context(|| {
+                            format!("cannot read smtp.ca_file {}", ca.display())
+                        })?;
+                        b = b.add_root_certificate(
+                            Certificate::from_pem(&pem)
+                                .context("smtp.ca_file is not a PEM certificate")?,
+                        );
+                    }
+                    b.build_rustls().context("cannot set up TLS for SMTP")
+                };
+                let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+                    .port(s.port)
+                    .timeout(Some(Duration::from_secs(60)));
+                b = match s.tls {
+                    Tls::Implicit => b.tls(SmtpTls::Wrapper(tls_params()?)),
+                    Tls::Starttls => b.tls(SmtpTls::Required(tls_params()?)),
+                    Tls::None => b.tls(SmtpTls::None),
+                };
+                match &s.auth {
+                    None => {}
+                    Some((user, Auth::Password(p))) => {
+                        b = b
+                            .credentials(Credentials::new(user.clone(), p.expose().to_string()))
+                            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+                    }
+                    Some((_, Auth::XOAuth2(_))) => {
+                        anyhow::bail!("smtp.auth = \"xoauth2\" is not available in this version; use \"password\"")
+                    }
+                }
+                Ok(Sender::Smtp(b.build()))
+            }
+        }
+    }
+
+    async fn send(&self, envelope: &Envelope, raw: &[u8]) -> Sent {
+        match self {
+            Sender::File(t) => match t.send_raw(envelope, raw).await {
+                Ok(_) => Sent::Ok,
+                Err(e) => Sent::Retry(format!("cannot write outbox file: {e}")),
+            },
+            Sender::Smtp(t) => match t.send_raw(envelope, raw).await {
+                Ok(_) => Sent::Ok,
+                Err(e) if e.is_permanent() => Sent::Failed(format!("{e}")),
+                Err(e) => Sent::Retry(format!("{e}")),
+            },
+        }
+    }
+}
+
+/// Backoff after `attempts` tries: 30 s doubling, capped at an hour.
+fn backoff(attempts: i64) -> i64 {
+    30i64.saturating_mul(1 << attempts.clamp(0, 7)).min(3600)
+}
+
+/// Sends whatever is due; returns how many were sent.
+pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, from: &str) -> Result<usize> {
+    let from = address_of(from);
+    let from: Address = from
+        .parse()
+        .with_context(|| format!("smtp.from address {from:?} is invalid"))?;
+    let mut sent = 0;
+    loop {
+        let rows = {
+            let mut s = store.lock().expect("store lock poisoned");
+            s.claim_outbox(now(), 20)?
+        };
+        if rows.is_empty() {
+            return Ok(sent);
+        }
+        for row in rows {
+            let result = match row.recipient.parse::<Address>() {
+                Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
+                    Ok(env) => sender.send(&env, &row.raw).await,
+                    Err(e) => Sent::Failed(format!("bad envelope: {e}")),
+                },
+                Err(e) => Sent::Failed(format!("bad recipient {:?}: {e}", row.recipient)),
+            };
+            let mut s = store.lock().expect("store lock poisoned");
+            match result {
+                Sent::Ok => {
+                    s.outbox_sent(row.id, now())?;
+                    sent += 1;
+                    tracing::info!(outbox = row.id, case = row.case_id, kind = %row.kind, to = %row.recipient, "confirmation sent");
+                }
+                Sent::Retry(e) if row.attempts + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(outbox = row.id, error = %e, "confirmation not sent, will retry");
+                    s.outbox_retry(row.id, &e, now() + backoff(row.attempts))?;
+                }
+                Sent::Retry(e) | Sent::Failed(e) => {
+                    tracing::error!(outbox = row.id, error = %e, "confirmation failed; parked for the operator");
+                    s.outbox_failed(row.id, &e)?;
+                }
+            }
+        }
+    }
+}
+
+/// The mailer task: drains the outbox on every nudge and every few seconds.
+pub async fn run(
+    store: Arc<Mutex<Store>>,
+    cfg: SmtpConfig,
+    mut nudge: mpsc::Receiver<()>,
+    shutdown: CancellationToken,
+) {
+    let sender = match Sender::new(&cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("mailer cannot start: {e:#}");
+            return;
+        }
+    };
+    loop {
+        if let Err(e) = drain(&store, &sender, &cfg.from).await {
+            tracing::error!("mailer: {e:#}");
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = nudge.recv() => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}

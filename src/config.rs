@@ -81,7 +81,7 @@ pub struct ImapConfig {
 #[derive(Clone, Debug)]
 pub enum MailboxConfig {
     Maildir { path: PathBuf },
-    Imap(ImapConfig),
+    Imap(Box<ImapConfig>),
 }
 
 #[derive(Clone, Debug)]
@@ -598,7 +598,7 @@ impl Checker {
                 if batch == 0 {
                     self.problem("mailbox.batch_size", "expected at least 1");
                 }
-                MailboxConfig::Imap(ImapConfig {
+                MailboxConfig::Imap(Box::new(ImapConfig {
                     host,
                     port,
                     tls,
@@ -612,7 +612,7 @@ impl Checker {
                     command_timeout: Duration::from_secs(m.command_timeout_secs.unwrap_or(60)),
                     idle_timeout: Duration::from_secs(idle),
                     batch_size: batch.max(1),
-                })
+                }))
             }
             other => {
                 self.problem(

@@ -213,8 +213,7 @@ impl Store {
         let case_id = tx.last_insert_rowid();
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             &format!("case.{}", t.decision.as_str()),
             Some(case_id),
             t.reseller.as_deref(),
@@ -371,8 +370,7 @@ impl Store {
         )?;
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "case.approve",
             Some(case_id),
             Some(&account),
@@ -409,8 +407,7 @@ impl Store {
         )?;
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "case.reject",
             Some(case_id),
             detail.case.account.as_deref(),
@@ -440,8 +437,7 @@ impl Store {
         )?;
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "case.retry",
             Some(case_id),
             None,
@@ -488,8 +484,7 @@ impl Store {
         )?;
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "case.retriage",
             Some(case_id),
             t.reseller.as_deref(),
@@ -548,8 +543,7 @@ impl Store {
         }
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "job.done",
             Some(job.case_id),
             Some(&job.account),
@@ -581,8 +575,7 @@ impl Store {
         )?;
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "job.fail",
             Some(case_id),
             Some(&account),
@@ -654,8 +647,7 @@ fn start_update(
     )?;
     audit(
         tx,
-        ctx.now,
-        ctx.actor,
+        ctx,
         "update.start",
         Some(case_id),
         Some(account),
@@ -695,8 +687,7 @@ pub(super) fn cancel_updates(
         )?;
         audit(
             tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "case.superseded",
             Some(case_id),
             Some(account),
@@ -754,8 +745,7 @@ fn complete_if_done(tx: &Transaction<'_>, case_id: i64, ctx: &Ctx<'_>) -> Result
     )?;
     audit(
         tx,
-        ctx.now,
-        ctx.actor,
+        ctx,
         "update.done",
         Some(case_id),
         Some(&account),
@@ -805,8 +795,7 @@ fn queue_mail(
     } else {
         audit(
             tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "mail.skip",
             Some(case_id),
             Some(account),
@@ -895,8 +884,7 @@ fn queue_mail(
     )?;
     audit(
         tx,
-        ctx.now,
-        ctx.actor,
+        ctx,
         "mail.queue",
         Some(case_id),
         Some(account),

@@ -211,8 +211,7 @@ impl Store {
 
 fn audit(
     tx: &Transaction<'_>,
-    now: i64,
-    actor: &str,
+    ctx: &Ctx<'_>,
     action: &str,
     case_id: Option<i64>,
     account: Option<&str>,
@@ -222,7 +221,7 @@ fn audit(
     tx.execute(
         "INSERT INTO audit (at, actor, action, case_id, account, job_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![now, actor, action, case_id, account, job_id, detail],
+        params![ctx.now, ctx.actor, action, case_id, account, job_id, detail],
     )?;
     Ok(())
 }

@@ -344,8 +344,7 @@ impl Store {
                     }
                     audit(
                         &tx,
-                        ctx.now,
-                        ctx.actor,
+                        ctx,
                         "reseller.import",
                         None,
                         Some(&row.account),
@@ -383,8 +382,7 @@ impl Store {
                     }
                     audit(
                         &tx,
-                        ctx.now,
-                        ctx.actor,
+                        ctx,
                         "reseller.import",
                         None,
                         Some(&row.account),
@@ -481,8 +479,7 @@ impl Store {
         }
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "subscription.import",
             None,
             None,
@@ -612,8 +609,7 @@ impl Store {
         )?;
         audit(
             &tx,
-            ctx.now,
-            ctx.actor,
+            ctx,
             "reseller.revoke",
             None,
             Some(account),

@@ -1,0 +1,567 @@
+//! End to end on the embedded default's parts: the real `mpnd` binary, a Maildir
+//! on disk, SQLite on disk, `.eml` outbox files, the gate over real HTTP on
+//! loopback, and the operator CLI against the running daemon's store.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn corpus() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    assert!(
+        p.join("reseller/labels.json").exists(),
+        "the shared corpus is missing at {}: it must sit beside the repository",
+        p.display()
+    );
+    p
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One test's world: a state dir, a config pointing everything into it.
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    daemon: Option<Child>,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("mpnd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{state}\"\n\
+                 [smtp]\nkind = \"file\"\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
+                 [gate]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [policy]\nown_addresses = [\"cloud@nordwind-dist.example\"]\n\
+                 trusted_authserv_ids = [\"mx.nordwind-dist.example\"]\n",
+                state = dir.path().join("var").display()
+            ),
+        )
+        .unwrap();
+        World {
+            dir,
+            config,
+            port,
+            daemon: None,
+        }
+    }
+
+    fn var(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    fn mpnd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mpnd"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("USER", "tester")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.mpnd(args);
+        assert!(
+            out.status.success(),
+            "mpnd {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn import_registry(&self) {
+        let c = corpus().join("reseller");
+        self.ok(&[
+            "reseller",
+            "import",
+            c.join("resellers.csv").to_str().unwrap(),
+        ]);
+        self.ok(&[
+            "subscription",
+            "import",
+            c.join("subscriptions.csv").to_str().unwrap(),
+        ]);
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("daemon.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.http("/healthz", None).is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not come up; log:\n{}", self.log());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            unsafe_sigterm(c.id());
+            let deadline = Instant::now() + Duration::from_secs(25);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(
+                        status.success(),
+                        "daemon exited with {status}; log:\n{}",
+                        self.log()
+                    );
+                    return;
+                }
+                assert!(Instant::now() < deadline, "daemon ignored SIGTERM");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// A GET on the gate; (status, body) or None when nothing listens.
+    fn http(&self, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.split(' ').nth(1)?.parse().ok()?;
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((status, body))
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.var().join("gate.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn deliver(&self, name: &str, raw: &[u8]) {
+        let md = self.var().join("mail");
+        std::fs::create_dir_all(md.join("tmp")).unwrap();
+        std::fs::create_dir_all(md.join("new")).unwrap();
+        std::fs::write(md.join("tmp").join(name), raw).unwrap();
+        std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
+    }
+
+    fn count(&self, folder: &str) -> usize {
+        let base = if folder.is_empty() {
+            self.var().join("mail")
+        } else {
+            self.var().join("mail").join(format!(".{folder}"))
+        };
+        ["new", "cur"]
+            .iter()
+            .map(|s| {
+                std::fs::read_dir(base.join(s))
+                    .map(|d| d.count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
+    fn wait_inbox_empty(&self, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.count("") > 0 {
+            assert!(
+                Instant::now() < deadline,
+                "inbox not drained; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn outbox_mails(&self) -> Vec<String> {
+        let dir = self.var().join("outbox");
+        let mut v: Vec<String> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
+                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+
+    fn wait_outbox(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mails = self.outbox_mails();
+            if mails.len() >= n {
+                return mails;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected {n} outbox mails, have {}; log:\n{}",
+                mails.len(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn unsafe_sigterm(pid: u32) {
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(pid.to_string())
+        .status()
+        .unwrap();
+}
+
+fn corpus_mail(name: &str) -> Vec<u8> {
+    std::fs::read(corpus().join("reseller").join(name)).unwrap()
+}
+
+fn decoded(mail: &str) -> String {
+    let m = mail_parser::MessageParser::default()
+        .parse(mail.as_bytes())
+        .unwrap();
+    m.body_text(0).unwrap().to_string()
+}
+
+fn header<'a>(mail: &'a str, name: &str) -> Option<&'a str> {
+    mail.lines()
+        .take_while(|l| !l.is_empty())
+        .find(|l| {
+            l.len() > name.len()
+                && l[..name.len()].eq_ignore_ascii_case(name)
+                && l.as_bytes()[name.len()] == b':'
+        })
+        .map(|l| l[name.len() + 1..].trim())
+}
+
+fn case_by_subject<'a>(cases: &'a [Value], needle: &str) -> &'a Value {
+    cases
+        .iter()
+        .find(|c| c["subject"].as_str().unwrap_or("").contains(needle))
+        .unwrap_or_else(|| panic!("no case with subject containing {needle:?}: {cases:#?}"))
+}
+
+#[test]
+fn mail_to_gate_end_to_end() {
+    let mut w = World::new();
+    w.import_registry();
+    w.start();
+
+    // Before any mail: imported resellers wait for their new ID.
+    let token = w.token();
+    let (code, body) = w
+        .http("/v1/resellers/R-20031/order-gate", Some(&token))
+        .unwrap();
+    assert_eq!(code, 200, "{body}");
+    let gate: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(gate["allowed"], false);
+    assert_eq!(gate["state"], "awaiting_id");
+    assert_eq!(
+        w.http("/v1/resellers/R-20031/order-gate", None).unwrap().0,
+        401
+    );
+    assert_eq!(
+        w.http("/v1/resellers/R-20031/order-gate", Some("wrong"))
+            .unwrap()
+            .0,
+        401
+    );
+    assert_eq!(
+        w.http("/v1/resellers/R-99999/order-gate", Some(&token))
+            .unwrap()
+            .0,
+        404
+    );
+
+    for (i, f) in [
+        "01_de_outlook_plain_statement.eml",
+        "06_en_gmail_reply_quoting_old_id.eml",
+        "17_de_thunderbird_question_no_id.eml",
+        "22_de_exchange_out_of_office.eml",
+        "29_de_exchange_id_is_own_old_id.eml",
+    ]
+    .iter()
+    .enumerate()
+    {
+        w.deliver(&format!("17000000{i:02}.M1P1.test"), &corpus_mail(f));
+    }
+    w.wait_inbox_empty(10);
+    assert_eq!(w.count("Processed"), 3, "01, 06 applied, 29 rejected");
+    assert_eq!(w.count("Review"), 1, "17 has no ID");
+    assert_eq!(w.count("Ignored"), 1, "22 is an auto-reply");
+
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), 5);
+    let c01 = case_by_subject(cases, "Neue MPN-ID");
+    assert_eq!(c01["state"], "updating");
+    assert_eq!(c01["mpn_id"], "6284913");
+    let account = c01["account"].as_str().unwrap().to_string();
+    let case01 = c01["id"].as_i64().unwrap().to_string();
+
+    // Orders are blocked while updating, over HTTP and the CLI.
+    let (_, body) = w
+        .http(&format!("/v1/resellers/{account}/order-gate"), Some(&token))
+        .unwrap();
+    let gate: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(gate["allowed"], false);
+    assert_eq!(gate["state"], "updating");
+    assert_eq!(w.mpnd(&["gate", &account]).status.code(), Some(4));
+
+    // One account job plus one job per subscription of that reseller.
+    let subs = w.json(&["subscription", "list", "--account", &account, "--json"]);
+    let jobs = w.json(&["job", "list", "--case", &case01, "--json"]);
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1 + subs.as_array().unwrap().len()
+    );
+
+    // "received" for 01 (German) and 06 (English), "rejected" for 29; nothing for
+    // the auto-reply and the question.
+    let mails = w.wait_outbox(3);
+    assert_eq!(mails.len(), 3, "{mails:#?}");
+    let received_de = mails
+        .iter()
+        .find(|m| m.contains("6284913"))
+        .expect("received mail for 01");
+    assert_eq!(header(received_de, "Auto-Submitted"), Some("auto-replied"));
+    assert_eq!(header(received_de, "X-Auto-Response-Suppress"), Some("All"));
+    assert!(header(received_de, "In-Reply-To").is_some_and(|v| v.contains('@')));
+    assert!(header(received_de, "Subject").unwrap().starts_with("Re:"));
+    assert!(
+        decoded(received_de).contains("Bestellungen"),
+        "German text expected"
+    );
+    let english = mails
+        .iter()
+        .find(|m| m.contains("7388016"))
+        .expect("received mail for 06");
+    assert!(
+        decoded(english).contains("cannot accept orders"),
+        "English text expected"
+    );
+    let rejected = mails
+        .iter()
+        .find(|m| header(m, "X-Mpnd-Kind") == Some("rejected"))
+        .expect("rejection for 29");
+    assert!(decoded(rejected).contains("bisherige MPN-ID"));
+
+    // The operator completes the manual jobs; the gate opens, "applied" goes out.
+    w.ok(&["job", "done", "--case", &case01]);
+    let (_, body) = w
+        .http(&format!("/v1/resellers/{account}/order-gate"), Some(&token))
+        .unwrap();
+    let gate: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(gate["allowed"], true, "{body}");
+    assert_eq!(gate["mpn_id"], "6284913");
+    assert_eq!(w.mpnd(&["gate", &account]).status.code(), Some(0));
+    let mails = w.wait_outbox(4);
+    let applied = mails
+        .iter()
+        .find(|m| header(m, "X-Mpnd-Kind") == Some("applied"))
+        .expect("applied mail");
+    assert!(decoded(applied).contains(&format!("{} Abonnement", subs.as_array().unwrap().len())));
+    let reseller = w.json(&["reseller", "show", &account, "--json"]);
+    assert_eq!(reseller["reseller"]["mpn_id"], "6284913");
+    assert!(reseller["subscriptions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|s| s["partner_id"] == "6284913"));
+
+    // The review case can be approved by an operator with an ID they name.
+    let c17 = case_by_subject(cases, "Frage");
+    let id17 = c17["id"].as_i64().unwrap().to_string();
+    let show = w.json(&["queue", "show", &id17, "--json"]);
+    assert_eq!(show["state"], "review");
+    let out = w.mpnd(&["queue", "approve", &id17, "--id", "4417206"]);
+    assert!(!out.status.success(), "an old ID must never be approved");
+
+    // The audit log names the operator.
+    let audit = w.ok(&["audit", "--case", &case01]);
+    assert!(
+        audit.contains("operator:tester") && audit.contains("update.done"),
+        "{audit}"
+    );
+
+    // Metrics and health answer.
+    let (code, metrics) = w.http("/metrics", None).unwrap();
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("mpnd_mails_total{outcome=\"id\",decision=\"apply\"} 2"),
+        "{metrics}"
+    );
+
+    w.stop();
+}
+
+#[test]
+fn redelivered_mail_is_only_moved() {
+    let mut w = World::new();
+    w.import_registry();
+    w.start();
+    let raw = corpus_mail("02_en_thunderbird_plain_statement.eml");
+    w.deliver("1700000001.M1P1.test", &raw);
+    w.wait_inbox_empty(10);
+    w.deliver("1700000002.M1P1.test", &raw);
+    w.wait_inbox_empty(10);
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    assert_eq!(cases.as_array().unwrap().len(), 1, "{cases:#}");
+    assert_eq!(w.count("Processed"), 2);
+    w.stop();
+}
+
+/// A reseller mail of our own making, unique per `n`.
+fn synthetic(n: usize, from: &str, id: u32) -> Vec<u8> {
+    format!(
+        "Return-Path: <{from}>\r\nFrom: <{from}>\r\nTo: cloud@nordwind-dist.example\r\n\
+         Subject: Neue MPN-ID\r\nMessage-ID: <crash-{n}@test.example>\r\n\
+         Date: Tue, 18 Nov 2025 11:02:08 +0100\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n\
+         Guten Tag,\r\n\r\nunsere neue MPN-ID lautet {id}.\r\n\r\nGruss\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn sigkill_mid_batch_loses_and_doubles_nothing() {
+    let mut w = World::new();
+    w.import_registry();
+    let contacts = [
+        "k.bergmann@bergmann-it.example",
+        "m.huber@alpenblick-computer.example",
+        "j.meyer@weser-datentechnik.example",
+        "info@kessler-partner.example",
+    ];
+    let n = 300;
+    for i in 0..n {
+        let raw = synthetic(i, contacts[i % contacts.len()], 7_100_000 + i as u32);
+        w.deliver(&format!("17000{i:05}.M{i}P1.test"), &raw);
+    }
+    // Kill the daemon at several points while it drains the backlog.
+    let mut kills = 0;
+    let mut rng = 0x2545_f491_4f6c_dd1du64;
+    while w.count("") > 0 && kills < 8 {
+        w.start();
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(20 + rng % 150));
+        w.kill();
+        kills += 1;
+    }
+    w.start();
+    w.wait_inbox_empty(60);
+    // Let the mailer finish what was queued before the last stop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while outbox_count(&w, "pending") > 0 {
+        assert!(Instant::now() < deadline, "outbox not drained");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    w.stop();
+
+    let out = w.mpnd(&["queue", "list", "--state", "all", "--json"]);
+    let cases: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), n, "one case per mail after {kills} kills");
+    assert_eq!(
+        w.count("Processed") + w.count("Review") + w.count("Ignored"),
+        n,
+        "every mail settled exactly once"
+    );
+    // No job twice: per case, at most one account job and one job per subscription.
+    let jobs = w.json(&["job", "list", "--json"]);
+    let mut keys: Vec<&str> = jobs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["idempotency_key"].as_str().unwrap())
+        .collect();
+    let total = keys.len();
+    keys.sort();
+    keys.dedup();
+    assert_eq!(keys.len(), total);
+    // Every queued confirmation was written exactly once (Message-IDs unique).
+    let mails = w.outbox_mails();
+    let mut ids: Vec<String> = mails
+        .iter()
+        .filter_map(|m| header(m, "Message-ID").map(str::to_string))
+        .collect();
+    let written = ids.len();
+    ids.sort();
+    ids.dedup();
+    let dupes = written - ids.len();
+    let sent = outbox_count(&w, "sent");
+    assert!(sent > 0, "confirmations were sent");
+    assert_eq!(
+        sent,
+        ids.len(),
+        "every sent confirmation is in the outbox dir, none lost"
+    );
+    eprintln!("{kills} kills, {n} mails, {written} outbox files, {dupes} duplicate sends (a kill between write and commit)");
+}
+
+fn outbox_count(w: &World, state: &str) -> usize {
+    let status = w.json(&["status", "--json"]);
+    status["counts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["kind"] == "outbox" && c["state"] == state)
+        .map(|c| c["count"].as_i64().unwrap() as usize)
+        .sum()
+}

@@ -439,7 +439,21 @@ impl Checker {
             }
             (Some(v), None) => Some(Secret(v)),
             (None, Some(f)) => {
-                let path = self.path(&f);
+                let path = match f.strip_prefix("credential:") {
+                    // systemd's LoadCredential= puts secrets in a private directory
+                    // whose path is only known at start.
+                    Some(name) => match std::env::var_os("CREDENTIALS_DIRECTORY") {
+                        Some(dir) => PathBuf::from(dir).join(name),
+                        None => {
+                            self.problem(
+                                &format!("{key}_file"),
+                                format!("{f:?} names a systemd credential, but $CREDENTIALS_DIRECTORY is not set (LoadCredential= in the unit)"),
+                            );
+                            return None;
+                        }
+                    },
+                    None => self.path(&f),
+                };
                 match read_secret_file(&path) {
                     Ok(s) => Some(s),
                     Err(e) => {

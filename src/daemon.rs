@@ -7,9 +7,9 @@
 //! off and goes on. SIGTERM or ctrl-c cancels one token; every task is then joined
 //! within `SHUTDOWN_GRACE`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -22,30 +22,49 @@ use crate::gate::{self, Health};
 use crate::mailbox::maildir::{Entry, Maildir};
 use crate::mailbox::Destination;
 use crate::mailer;
+use crate::notify::{self, Notifier};
 use crate::reply::Templates;
-use crate::store::{now, Committed, Ctx, Incoming, Store};
+use crate::store::{fmt_time, now, Committed, Ctx, Incoming, Store};
 use crate::triage::{self, Decision, Outcome, Registry, Triage};
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const MAILDIR_POLL: Duration = Duration::from_millis(250);
+/// A mailbox loop whose heartbeat is older than this is taken for wedged.
+const HEARTBEAT_MAX_AGE: i64 = 120;
+const REPORT_EVERY: i64 = 10;
 
-/// Runs until `shutdown` is cancelled.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
+/// What may change on SIGHUP without a restart: policy, templates, limits.
+pub struct Live {
+    pub config: Config,
+    pub templates: Templates,
+}
+
+pub type Shared = Arc<RwLock<Arc<Live>>>;
+
+/// Runs until `shutdown` is cancelled. `config_path` is re-read on SIGHUP.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    shutdown: CancellationToken,
+) -> Result<()> {
+    let notifier = Arc::new(Notifier::from_env());
     let templates = Templates::load(config.templates_dir.as_deref())?;
     let store = Store::open(&config.db_path())?;
     let gate_store = Store::open(&config.db_path())?;
     let token = gate::load_or_create_token(&config.gate.token_file)?;
     let listener = gate::bind(config.gate.listen).await?;
     let health = Arc::new(Health::default());
+    health.heartbeat.store(now(), Ordering::Relaxed);
     let store = Arc::new(Mutex::new(store));
     let (nudge_tx, nudge_rx) = mpsc::channel(1);
-
-    tracing::info!(
-        config = %config.source,
-        state_dir = %config.state_dir.display(),
-        gate = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-        "mpnd started"
-    );
+    let live: Shared = Arc::new(RwLock::new(Arc::new(Live {
+        config: config.clone(),
+        templates,
+    })));
+    let gate_addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
 
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(mailer::run(
@@ -63,18 +82,26 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             }
         });
     }
+    let pipeline = Pipeline {
+        store: store.clone(),
+        live: live.clone(),
+        nudge: nudge_tx,
+        health: health.clone(),
+        notifier: notifier.clone(),
+        mailbox: String::new(),
+    };
     match &config.mailbox {
         MailboxConfig::Maildir { path } => {
             let maildir = Maildir::open(path)?;
             let pipeline = Pipeline {
-                store: store.clone(),
-                config: config.clone(),
-                templates,
-                nudge: nudge_tx,
-                health: health.clone(),
                 mailbox: format!("maildir:{}", path.display()),
+                ..pipeline
             };
-            tasks.spawn(maildir_loop(maildir, pipeline, shutdown.clone()));
+            tasks.spawn(maildir_loop(
+                Arc::new(maildir),
+                Arc::new(pipeline),
+                shutdown.clone(),
+            ));
         }
         MailboxConfig::Imap(_) => {
             anyhow::bail!(
@@ -82,9 +109,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
             )
         }
     }
+    if let Some(interval) = notify::watchdog_interval() {
+        tasks.spawn(watchdog(
+            interval,
+            health.clone(),
+            notifier.clone(),
+            shutdown.clone(),
+        ));
+    }
+    if let Some(path) = config_path {
+        tasks.spawn(reload_on_hangup(
+            path,
+            live.clone(),
+            notifier.clone(),
+            shutdown.clone(),
+        ));
+    }
+
+    tracing::info!(config = %config.source, state_dir = %config.state_dir.display(), gate = %gate_addr, "mpnd started");
+    notifier.ready(&format!("running; gate on {gate_addr}"));
 
     shutdown.cancelled().await;
     tracing::info!("stopping");
+    notifier.stopping();
     let joined = tokio::time::timeout(SHUTDOWN_GRACE, async {
         while tasks.join_next().await.is_some() {}
     })
@@ -95,6 +142,128 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Pings systemd's watchdog while the mailbox loop shows signs of life. A loop
+/// that is wedged (a hung command, a lock never released) stops its heartbeat, the
+/// pings stop, and systemd restarts the service.
+async fn watchdog(
+    interval: Duration,
+    health: Arc<Health>,
+    notifier: Arc<Notifier>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(interval / 3);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let age = now() - health.heartbeat.load(Ordering::Relaxed);
+        if age <= HEARTBEAT_MAX_AGE {
+            notifier.watchdog();
+        } else {
+            tracing::error!("mailbox loop silent for {age} s: not pinging the watchdog");
+        }
+    }
+}
+
+/// SIGHUP: read the config file again and use its policy, templates and limits.
+/// A bad file changes nothing: the error is logged and the old config stays.
+async fn reload_on_hangup(
+    path: PathBuf,
+    live: Shared,
+    notifier: Arc<Notifier>,
+    shutdown: CancellationToken,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!("cannot listen for SIGHUP: {e}");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = hup.recv() => {}
+        }
+        notifier.reloading();
+        let current = live.read().expect("config lock poisoned").clone();
+        match reload(&path, &current.config) {
+            Ok((next, changes)) => {
+                if changes.is_empty() {
+                    tracing::info!(config = %path.display(), "configuration reloaded: nothing changed");
+                } else {
+                    tracing::info!(config = %path.display(), changes = %changes.join("; "), "configuration reloaded");
+                }
+                *live.write().expect("config lock poisoned") = Arc::new(next);
+            }
+            Err(e) => {
+                tracing::error!(
+                    "configuration not reloaded, still running on the previous one: {e:#}"
+                );
+            }
+        }
+        notifier.send("READY=1\nSTATUS=running");
+    }
+}
+
+/// Loads the new config and says what changed; parts that need a restart (mailbox,
+/// gate, state dir) are reported and keep their running values.
+pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
+    let mut new = Config::load(path)?;
+    let templates = Templates::load(new.templates_dir.as_deref())?;
+    let mut changes = Vec::new();
+    if format!("{:?}", new.policy) != format!("{:?}", old.policy) {
+        changes.push("policy".to_string());
+    }
+    if new.templates_dir != old.templates_dir {
+        changes.push("templates".to_string());
+    }
+    if format!("{:?}", new.backend) != format!("{:?}", old.backend) {
+        changes.push("backend".to_string());
+    }
+    if new.max_message_size != old.max_message_size {
+        changes.push("max_message_size".to_string());
+    }
+    if new.smtp.max_per_recipient_per_day != old.smtp.max_per_recipient_per_day
+        || new.smtp.from != old.smtp.from
+    {
+        changes.push("smtp.from/limits".to_string());
+    }
+    for (what, differs) in [
+        (
+            "mailbox",
+            format!("{:?}", new.mailbox) != format!("{:?}", old.mailbox),
+        ),
+        (
+            "smtp transport",
+            format!("{:?}", new.smtp.transport) != format!("{:?}", old.smtp.transport),
+        ),
+        (
+            "gate",
+            format!("{:?}", new.gate) != format!("{:?}", old.gate),
+        ),
+        ("state_dir", new.state_dir != old.state_dir),
+    ] {
+        if differs {
+            changes.push(format!(
+                "{what} changed but needs a restart: keeping the running one"
+            ));
+        }
+    }
+    new.mailbox = old.mailbox.clone();
+    new.smtp.transport = old.smtp.transport.clone();
+    new.gate = old.gate.clone();
+    new.state_dir = old.state_dir.clone();
+    Ok((
+        Live {
+            config: new,
+            templates,
+        },
+        changes,
+    ))
 }
 
 /// Cancels `token` on SIGTERM, SIGINT (ctrl-c).
@@ -119,10 +288,10 @@ pub fn stop_on_signals(token: CancellationToken) {
 /// What processing one mail needs, shared by every mailbox kind.
 pub struct Pipeline {
     pub store: Arc<Mutex<Store>>,
-    pub config: Config,
-    pub templates: Templates,
+    pub live: Shared,
     pub nudge: mpsc::Sender<()>,
     pub health: Arc<Health>,
+    pub notifier: Arc<Notifier>,
     pub mailbox: String,
 }
 
@@ -137,9 +306,14 @@ impl Pipeline {
         size: u64,
         raw: Option<&[u8]>,
     ) -> Result<Committed> {
+        let live = self.live.read().expect("config lock poisoned").clone();
+        let config = &live.config;
+        self.health.heartbeat.store(now(), Ordering::Relaxed);
         let t = match raw {
-            Some(raw) => triage_guarded(raw, registry, &self.config.policy),
-            None => oversize(size, self.config.max_message_size),
+            Some(raw) if size <= config.max_message_size => {
+                triage_guarded(raw, registry, &config.policy)
+            }
+            _ => oversize(size, config.max_message_size),
         };
         let key = match (&t.headers.message_id, raw) {
             (Some(id), _) => format!("mid:{id}"),
@@ -156,9 +330,9 @@ impl Pipeline {
         };
         let ctx = Ctx {
             now: now(),
-            from: &self.config.smtp.from,
-            templates: &self.templates,
-            max_per_recipient_per_day: self.config.smtp.max_per_recipient_per_day,
+            from: &config.smtp.from,
+            templates: &live.templates,
+            max_per_recipient_per_day: config.smtp.max_per_recipient_per_day,
             actor: "mpnd",
         };
         let committed = self
@@ -185,6 +359,36 @@ impl Pipeline {
             let _ = self.nudge.try_send(());
         }
         Ok(committed)
+    }
+
+    /// Tells `mpnd status` (through the store) and systemd (STATUS=) how the mailbox
+    /// loop is doing; at most every `REPORT_EVERY` seconds unless there is an error.
+    pub fn report(&self, state: &str, error: Option<&str>) {
+        let t = now();
+        let last = self.health.last_report.load(Ordering::Relaxed);
+        if error.is_none() && t - last < REPORT_EVERY {
+            return;
+        }
+        self.health.last_report.store(t, Ordering::Relaxed);
+        let backlog = self.health.backlog.load(Ordering::Relaxed);
+        let value = serde_json::json!({
+            "state": state,
+            "last_fetch": fmt_time(self.health.last_fetch.load(Ordering::Relaxed)),
+            "backlog": backlog,
+            "processed_since_start": self.health.processed.load(Ordering::Relaxed),
+            "errors": self.health.mailbox_errors.load(Ordering::Relaxed),
+            "last_error": error.unwrap_or(""),
+        });
+        if let Ok(mut s) = self.store.lock() {
+            if let Err(e) = s.set_status("mailbox", &value.to_string(), t) {
+                tracing::debug!("cannot record status: {e:#}");
+            }
+        }
+        self.notifier.status(&format!(
+            "{state}; {} mails since start, backlog {backlog}{}",
+            self.health.processed.load(Ordering::Relaxed),
+            error.map(|e| format!("; error: {e}")).unwrap_or_default()
+        ));
     }
 
     pub fn registry(&self) -> Result<Registry> {
@@ -222,18 +426,41 @@ fn oversize(size: u64, max: u64) -> Triage {
     }
 }
 
-async fn maildir_loop(maildir: Maildir, p: Pipeline, shutdown: CancellationToken) {
+async fn maildir_loop(maildir: Arc<Maildir>, p: Arc<Pipeline>, shutdown: CancellationToken) {
     let mut failures = 0u32;
+    let started = now();
     while !shutdown.is_cancelled() {
-        match maildir_pass(&maildir, &p, &shutdown) {
+        // A pass reads files and commits to SQLite: blocking work, kept off the
+        // async workers so the gate answers quickly during a large backlog.
+        let pass = {
+            let (m, p, s) = (maildir.clone(), p.clone(), shutdown.clone());
+            tokio::task::spawn_blocking(move || maildir_pass(&m, &p, &s))
+                .await
+                .unwrap_or_else(|e| Err(anyhow::anyhow!("mailbox pass panicked: {e}")))
+        };
+        match pass {
             Ok(()) => {
                 failures = 0;
                 p.health.last_fetch.store(now(), Ordering::Relaxed);
+                p.health.heartbeat.store(now(), Ordering::Relaxed);
+                p.report(
+                    &format!(
+                        "maildir {}: watching since {}",
+                        maildir.root().display(),
+                        fmt_time(started)
+                    ),
+                    None,
+                );
             }
             Err(e) => {
                 failures += 1;
                 p.health.mailbox_errors.fetch_add(1, Ordering::Relaxed);
+                p.health.heartbeat.store(now(), Ordering::Relaxed);
                 tracing::error!("mailbox: {e:#}");
+                p.report(
+                    &format!("maildir {}: failing", maildir.root().display()),
+                    Some(&format!("{e:#}")),
+                );
             }
         }
         let wait = if failures == 0 {
@@ -250,6 +477,9 @@ async fn maildir_loop(maildir: Maildir, p: Pipeline, shutdown: CancellationToken
 
 fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -> Result<()> {
     let entries = maildir.scan()?;
+    p.health
+        .backlog
+        .store(entries.len() as u64, Ordering::Relaxed);
     if entries.is_empty() {
         return Ok(());
     }
@@ -260,6 +490,8 @@ fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -
         }
         let committed = process_file(p, &registry, &entry)?;
         maildir.settle(&entry, committed.destination)?;
+        p.health.processed.fetch_add(1, Ordering::Relaxed);
+        p.health.backlog.fetch_sub(1, Ordering::Relaxed);
         if committed.destination == Destination::Processed && !committed.duplicate {
             // An applied ID is taken from now on: the next mail must see that.
             registry = p.registry()?;
@@ -269,7 +501,13 @@ fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -
 }
 
 fn process_file(p: &Pipeline, registry: &Registry, entry: &Entry) -> Result<Committed> {
-    if entry.size > p.config.max_message_size {
+    let max = p
+        .live
+        .read()
+        .expect("config lock poisoned")
+        .config
+        .max_message_size;
+    if entry.size > max {
         return p.process(registry, &entry.name, 0, entry.size, None);
     }
     let raw = read_file(&entry.path)?;

@@ -24,6 +24,12 @@ use crate::store::{now, Store};
 /// What the daemon's loops report, for `/healthz` and `/metrics`.
 #[derive(Default)]
 pub struct Health {
+    /// Unix time the mailbox loop last showed it is alive (for the watchdog).
+    pub heartbeat: AtomicI64,
+    pub last_report: AtomicI64,
+    /// Mails waiting in the inbox at the last look, and handled since start.
+    pub backlog: AtomicU64,
+    pub processed: AtomicU64,
     /// Unix time of the last successful look at the mailbox.
     pub last_fetch: AtomicI64,
     pub mailbox_errors: AtomicU64,
@@ -187,6 +193,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
     out.push_str(&format!(
         "mpnd_last_fetch_timestamp_seconds {}\n",
         h.last_fetch.load(Ordering::Relaxed)
+    ));
+    out.push_str("# TYPE mpnd_mailbox_backlog gauge\n");
+    out.push_str(&format!(
+        "mpnd_mailbox_backlog {}\n",
+        h.backlog.load(Ordering::Relaxed)
     ));
     out.push_str("# TYPE mpnd_mailbox_errors_total counter\n");
     out.push_str(&format!(

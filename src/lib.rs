@@ -23,6 +23,7 @@ pub mod daemon;
 pub mod gate;
 pub mod mailbox;
 pub mod mailer;
+pub mod notify;
 pub mod reply;
 pub mod store;
 pub mod triage;

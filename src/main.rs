@@ -84,6 +84,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff) to stdout.
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -243,6 +247,19 @@ fn operator() -> String {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(*shell, &mut cmd, "mpnd", &mut std::io::stdout());
+            return Ok(ExitCode::SUCCESS);
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Run => {
@@ -250,7 +267,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             rt.block_on(async {
                 let token = tokio_util::sync::CancellationToken::new();
                 mpnd::daemon::stop_on_signals(token.clone());
-                mpnd::daemon::run(config, token).await
+                mpnd::daemon::run(config, cli.config.clone(), token).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -754,9 +771,11 @@ fn operate(
                 }
             }
         }
-        Command::Run | Command::Extract { .. } | Command::Config(_) => {
-            unreachable!("handled before")
-        }
+        Command::Run
+        | Command::Extract { .. }
+        | Command::Config(_)
+        | Command::Completions { .. }
+        | Command::Man => unreachable!("handled before"),
     }
     Ok(ExitCode::SUCCESS)
 }

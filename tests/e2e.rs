@@ -104,7 +104,12 @@ impl World {
     }
 
     fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    fn start_with(&mut self, env: &[(&str, &str)]) {
         let child = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+            .envs(env.iter().copied())
             .arg("--config")
             .arg(&self.config)
             .arg("run")
@@ -134,6 +139,16 @@ impl World {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.daemon.as_ref().expect("daemon running").id();
+        assert!(Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(pid.to_string())
+            .status()
+            .unwrap()
+            .success());
     }
 
     fn stop(&mut self) {
@@ -564,4 +579,155 @@ fn outbox_count(w: &World, state: &str) -> usize {
         .filter(|c| c["kind"] == "outbox" && c["state"] == state)
         .map(|c| c["count"].as_i64().unwrap() as usize)
         .sum()
+}
+
+#[test]
+fn systemd_notify_ready_status_watchdog_stopping() {
+    let mut w = World::new();
+    let sock_path = w.dir.path().join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    w.start_with(&[
+        ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+        ("WATCHDOG_USEC", "600000"),
+    ]);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let n = sock
+            .recv(&mut buf)
+            .expect("no notification from the daemon");
+        got.push(String::from_utf8_lossy(&buf[..n]).to_string());
+        let watchdogs = got.iter().filter(|m| m.contains("WATCHDOG=1")).count();
+        if watchdogs >= 3 && got.iter().any(|m| m.contains("STATUS=maildir")) {
+            break;
+        }
+    }
+    assert!(got[0].starts_with("READY=1"), "READY first: {got:?}");
+    assert!(
+        got.iter().filter(|m| m.contains("WATCHDOG=1")).count() >= 3,
+        "{got:?}"
+    );
+    assert!(got.iter().any(|m| m.contains("STATUS=maildir")), "{got:?}");
+    w.stop();
+    let mut stopping = false;
+    while let Ok(n) = sock.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n]).contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping, "STOPPING=1 on SIGTERM");
+}
+
+#[test]
+fn sighup_reloads_good_config_and_keeps_running_on_bad() {
+    let mut w = World::new();
+    w.start();
+    let original = std::fs::read_to_string(&w.config).unwrap();
+    // A smaller size limit must take effect without a restart.
+    std::fs::write(&w.config, format!("max_message_size = 65536\n{original}")).unwrap();
+    w.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload; log:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.log().contains("max_message_size"), "{}", w.log());
+    let mut big =
+        b"From: a@b.example\r\nSubject: big\r\nMessage-ID: <big@b.example>\r\n\r\n".to_vec();
+    big.extend(std::iter::repeat_n(b'x', 100_000));
+    w.deliver("1700000001.M1P1.big", &big);
+    w.wait_inbox_empty(10);
+    let cases = w.json(&["queue", "list", "--json"]);
+    let reasons = cases[0]["reasons"].to_string();
+    assert!(
+        reasons.contains("over max_message_size (65536)"),
+        "{reasons}"
+    );
+
+    // A broken file: the daemon says why and keeps running on the previous config.
+    std::fs::write(
+        &w.config,
+        format!("{original}\n[mailbox]\nkind = \"pop3\"\n"),
+    )
+    .unwrap();
+    w.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.log().contains("configuration not reloaded") {
+        assert!(Instant::now() < deadline, "no error; log:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.log().contains("mailbox.kind: expected"), "{}", w.log());
+    assert_eq!(w.http("/healthz", None).unwrap().0, 200);
+    w.stop();
+}
+
+#[test]
+fn sigterm_mid_batch_finishes_cleanly_and_loses_nothing() {
+    let mut w = World::new();
+    w.import_registry();
+    let n = 200;
+    for i in 0..n {
+        let raw = synthetic(i, "k.bergmann@bergmann-it.example", 7_200_000 + i as u32);
+        w.deliver(&format!("17000{i:05}.M{i}P1.term"), &raw);
+    }
+    w.start();
+    std::thread::sleep(Duration::from_millis(150));
+    let t = Instant::now();
+    w.stop();
+    assert!(
+        t.elapsed() < Duration::from_secs(20),
+        "stop took {:?}",
+        t.elapsed()
+    );
+    let left = w.count("");
+    w.start();
+    w.wait_inbox_empty(60);
+    w.stop();
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    assert_eq!(
+        cases.as_array().unwrap().len(),
+        n,
+        "{left} were left for the second run"
+    );
+    assert_eq!(
+        w.count("Processed") + w.count("Review") + w.count("Ignored"),
+        n
+    );
+}
+
+#[test]
+fn config_check_reports_every_problem_with_line() {
+    let w = World::new();
+    let bad = w.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[mailbox]\nkind = \"imap\"\nhost = \"imap.example\"\ntls = \"none\"\nusername = \"u\"\npassword = \"s3cret-pw\"\n[smtp]\nkind = \"carrier-pigeon\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+        .args(["--config", bad.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("bad.toml:4: mailbox.tls"), "{err}");
+    assert!(err.contains("bad.toml:8: smtp.kind: expected"), "{err}");
+    assert!(!err.contains("s3cret-pw"), "secret in output: {err}");
+    // The daemon refuses to start on the same problems, with the same words.
+    let out = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+        .args(["--config", bad.to_str().unwrap(), "run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bad.toml:8: smtp.kind: expected"));
+    let ok = w.mpnd(&["config", "check"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }

@@ -4,6 +4,7 @@
 //! Modules, in the order a mail passes through them:
 //! - `config`: the TOML file or the embedded default, checked before anything starts.
 //! - `mailbox`: where mail comes from (Maildir, IMAP) and where it goes once decided.
+//! - `oauth`: OAuth2 client-credentials tokens (IMAP/SMTP XOAUTH2).
 //! - `triage`: parse → classify → extract → decide; pure, no I/O, no clock.
 //! - `store`: SQLite; messages, cases, jobs, outbox, resellers, audit. The only writer.
 //! - `reply`: the confirmations' text and headers (rendered when queued).
@@ -22,6 +23,7 @@ pub mod config;
 pub mod daemon;
 pub mod gate;
 pub mod mailbox;
+pub mod oauth;
 pub mod mailer;
 pub mod notify;
 pub mod reply;

@@ -5,6 +5,7 @@
 //! move a message to Processed, Review or Ignored only after its case is committed;
 //! the daemon's mailbox loop owns that order.
 
+pub mod imap;
 pub mod maildir;
 
 /// Where a mail goes once its case is committed.

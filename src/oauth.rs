@@ -1,0 +1,284 @@
+//! OAuth2 access tokens for the mailbox and SMTP logins (Microsoft 365 and any
+//! provider with a client-credentials grant).
+//!
+//! [`TokenSource`] owns one client registration and the token it last obtained. It
+//! asks the token endpoint with a form POST (`grant_type=client_credentials`), keeps
+//! the token, and asks again a little before it expires (5 minutes, or a tenth of
+//! the token's lifetime when that is shorter), or after [`TokenSource::invalidate`]
+//! when a server rejected it. Nothing is retried here: a failed request is an error
+//! for this call, and the caller's reconnect loop (with its backoff) tries again.
+//! The client secret and the tokens never appear in `Debug` output, logs or errors.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context as _};
+use serde::Deserialize;
+
+/// Refresh this long before the token expires, unless the token lives so short that
+/// a tenth of its lifetime is less (test endpoints and some proxies hand out
+/// minute-long tokens).
+const REFRESH_MARGIN: Duration = Duration::from_secs(5 * 60);
+
+/// How long one request to the token endpoint may take before it is an error.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Cap on the error text copied from a token endpoint's reply into our error, so a
+/// misbehaving endpoint can't flood the log.
+const MAX_ERROR_TEXT: usize = 300;
+
+/// A cached OAuth2 client-credentials token for one client registration.
+pub struct TokenSource {
+    /// Where tokens are requested; tests point it at a local endpoint.
+    token_url: String,
+    client_id: String,
+    /// Never printed: `Debug` is written by hand to leave it out.
+    client_secret: String,
+    /// e.g. `https://outlook.office365.com/.default` for IMAP and SMTP on Exchange Online.
+    scope: String,
+    http: reqwest::Client,
+    /// The last token and when to stop using it. A std mutex: it is held only to
+    /// read or replace the value, never across an await.
+    cached: Mutex<Option<Cached>>,
+    /// Serialises refreshes, so many connections asking at once cause one request.
+    refresh: tokio::sync::Mutex<()>,
+}
+
+struct Cached {
+    token: String,
+    /// The instant after which the token is not handed out any more.
+    refresh_at: Instant,
+}
+
+/// The token endpoint's successful reply (RFC 6749 §5.1).
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: String,
+    /// Seconds. Azure AD v1 endpoints send it as a string, v2 as a number.
+    expires_in: Option<NumberOrString>,
+}
+
+/// The token endpoint's error reply (RFC 6749 §5.2); only these fields are shown.
+#[derive(Deserialize)]
+struct ErrorReply {
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrString {
+    Number(u64),
+    String(String),
+}
+
+impl NumberOrString {
+    fn seconds(&self) -> Option<u64> {
+        match self {
+            NumberOrString::Number(n) => Some(*n),
+            NumberOrString::String(s) => s.trim().parse().ok(),
+        }
+    }
+}
+
+impl TokenSource {
+    /// A token source for one client registration. Makes no request yet.
+    pub fn new(token_url: String, client_id: String, client_secret: String, scope: String) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            // Building a client with these options only fails if the TLS backend can't
+            // initialise, which is a broken installation, not a run-time condition.
+            .unwrap_or_else(|_| reqwest::Client::new());
+        TokenSource {
+            token_url,
+            client_id,
+            client_secret,
+            scope,
+            http,
+            cached: Mutex::new(None),
+            refresh: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// A valid access token: the cached one while it is fresh, else a new one.
+    pub async fn token(&self) -> anyhow::Result<String> {
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let _refreshing = self.refresh.lock().await;
+        // Another caller may have refreshed while we waited for the lock.
+        if let Some(t) = self.fresh() {
+            return Ok(t);
+        }
+        let asked = Instant::now();
+        let (token, lifetime) = self.request().await?;
+        let margin = REFRESH_MARGIN.min(lifetime / 10);
+        let refresh_at = asked + lifetime.saturating_sub(margin);
+        *self.lock() = Some(Cached {
+            token: token.clone(),
+            refresh_at,
+        });
+        tracing::debug!(
+            lifetime_s = lifetime.as_secs(),
+            "obtained oauth2 access token"
+        );
+        Ok(token)
+    }
+
+    /// Forget the cached token, e.g. after a server rejected it or ended a session
+    /// with "access token expired"; the next [`TokenSource::token`] asks anew.
+    pub fn invalidate(&self) {
+        *self.lock() = None;
+    }
+
+    fn fresh(&self) -> Option<String> {
+        let cached = self.lock();
+        cached
+            .as_ref()
+            .filter(|c| Instant::now() < c.refresh_at)
+            .map(|c| c.token.clone())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Cached>> {
+        // A panic while holding this lock can't leave the Option half-written.
+        self.cached.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn request(&self) -> anyhow::Result<(String, Duration)> {
+        let form = [
+            ("grant_type", "client_credentials"),
+            ("client_id", self.client_id.as_str()),
+            ("client_secret", self.client_secret.as_str()),
+            ("scope", self.scope.as_str()),
+        ];
+        // reqwest's errors name the URL but never the form body, so the secret
+        // can't leak through them.
+        let reply = self
+            .http
+            .post(&self.token_url)
+            .form(&form)
+            .send()
+            .await
+            .with_context(|| format!("requesting an oauth2 token from {}", self.token_url))?;
+        let status = reply.status();
+        let body = reply
+            .bytes()
+            .await
+            .with_context(|| format!("reading the oauth2 token reply from {}", self.token_url))?;
+        if !status.is_success() {
+            return Err(anyhow!(
+                "oauth2 token endpoint {} answered {}{}",
+                self.token_url,
+                status,
+                describe_error(&body)
+            ));
+        }
+        let reply: TokenReply = serde_json::from_slice(&body).map_err(|e| {
+            // serde's message names the field and position, not the content.
+            anyhow!(
+                "oauth2 token endpoint {} sent an unreadable reply: {e}",
+                self.token_url
+            )
+        })?;
+        if reply.access_token.is_empty() {
+            return Err(anyhow!(
+                "oauth2 token endpoint {} sent an empty access_token",
+                self.token_url
+            ));
+        }
+        // Without expires_in (it is only RECOMMENDED) assume the usual hour.
+        let secs = reply
+            .expires_in
+            .as_ref()
+            .and_then(NumberOrString::seconds)
+            .unwrap_or(3600);
+        Ok((reply.access_token, Duration::from_secs(secs)))
+    }
+}
+
+/// The `error` and `error_description` of an OAuth2 error reply, for the error text.
+fn describe_error(body: &[u8]) -> String {
+    let Ok(e) = serde_json::from_slice::<ErrorReply>(body) else {
+        return String::new();
+    };
+    let mut s = String::new();
+    if let Some(code) = e.error {
+        s.push_str(": ");
+        s.push_str(&code);
+    }
+    if let Some(d) = e.error_description {
+        s.push_str(": ");
+        s.push_str(&d);
+    }
+    if s.len() > MAX_ERROR_TEXT {
+        let mut end = MAX_ERROR_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
+impl fmt::Debug for TokenSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cached = self.lock().as_ref().map(|c| c.refresh_at > Instant::now());
+        f.debug_struct("TokenSource")
+            .field("token_url", &self.token_url)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scope", &self.scope)
+            .field("token_cached", &cached.unwrap_or(false))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_hides_the_secret_and_token() {
+        let ts = TokenSource::new(
+            "http://127.0.0.1:1/token".into(),
+            "client".into(),
+            "s3cr3t-value".into(),
+            "scope".into(),
+        );
+        *ts.lock() = Some(Cached {
+            token: "tok-value".into(),
+            refresh_at: Instant::now() + Duration::from_secs(60),
+        });
+        let d = format!("{ts:?}");
+        assert!(!d.contains("s3cr3t-value"), "{d}");
+        assert!(!d.contains("tok-value"), "{d}");
+        assert!(
+            d.contains("<redacted>") && d.contains("token_cached: true"),
+            "{d}"
+        );
+    }
+
+    #[test]
+    fn error_reply_is_summarised() {
+        let body = br#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret.","trace_id":"x"}"#;
+        assert_eq!(
+            describe_error(body),
+            ": invalid_client: AADSTS7000215: Invalid client secret."
+        );
+        assert_eq!(describe_error(b"<html>oops</html>"), "");
+    }
+
+    #[test]
+    fn expires_in_as_number_or_string() {
+        let a: TokenReply =
+            serde_json::from_str(r#"{"access_token":"a","expires_in":3599}"#).unwrap();
+        let b: TokenReply =
+            serde_json::from_str(r#"{"access_token":"b","expires_in":"3599"}"#).unwrap();
+        assert_eq!(a.expires_in.and_then(|e| e.seconds()), Some(3599));
+        assert_eq!(b.expires_in.and_then(|e| e.seconds()), Some(3599));
+    }
+}

@@ -17,12 +17,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MailboxConfig};
+use crate::config::{Auth, Config, ImapConfig, MailboxConfig, Tls};
 use crate::gate::{self, Health};
+use crate::mailbox::imap::{self, Cursor, ImapAuth, ImapMailbox, ImapSettings, TlsMode};
 use crate::mailbox::maildir::{Entry, Maildir};
 use crate::mailbox::Destination;
 use crate::mailer;
 use crate::notify::{self, Notifier};
+use crate::oauth::TokenSource;
 use crate::reply::Templates;
 use crate::store::{fmt_time, now, Committed, Ctx, Incoming, Store};
 use crate::triage::{self, Decision, Outcome, Registry, Triage};
@@ -103,10 +105,13 @@ pub async fn run(
                 shutdown.clone(),
             ));
         }
-        MailboxConfig::Imap(_) => {
-            anyhow::bail!(
-                "mailbox.kind = \"imap\" is not available in this version; use \"maildir\""
-            )
+        MailboxConfig::Imap(imap) => {
+            let settings = imap_settings(imap, config.max_message_size);
+            let pipeline = Pipeline {
+                mailbox: format!("imap:{}@{}/{}", imap.username, imap.host, imap.inbox),
+                ..pipeline
+            };
+            tasks.spawn(imap_loop(settings, Arc::new(pipeline), shutdown.clone()));
         }
     }
     if let Some(interval) = notify::watchdog_interval() {
@@ -516,4 +521,187 @@ fn process_file(p: &Pipeline, registry: &Registry, entry: &Entry) -> Result<Comm
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+}
+
+/// The IMAP settings the client needs, from the checked config.
+fn imap_settings(c: &ImapConfig, max_message_size: u64) -> ImapSettings {
+    ImapSettings {
+        host: c.host.clone(),
+        port: c.port,
+        tls: match c.tls {
+            Tls::Implicit => TlsMode::Implicit,
+            Tls::Starttls => TlsMode::Starttls,
+            Tls::None => TlsMode::None,
+        },
+        username: c.username.clone(),
+        auth: match &c.auth {
+            Auth::Password(p) => ImapAuth::Password(p.expose().to_string()),
+            Auth::XOAuth2(o) => ImapAuth::XOAuth2(Arc::new(TokenSource::new(
+                o.token_url.clone(),
+                o.client_id.clone(),
+                o.client_secret.expose().to_string(),
+                o.scope.clone(),
+            ))),
+        },
+        inbox: c.inbox.clone(),
+        processed: c.processed.clone(),
+        review: c.review.clone(),
+        ignored: c.ignored.clone(),
+        ca_file: c.ca_file.clone(),
+        command_timeout: c.command_timeout,
+        idle_timeout: c.idle_timeout,
+        max_message_size,
+        batch_size: c.batch_size,
+    }
+}
+
+/// Waits at most this long in IDLE (or between polls) before looking again: a
+/// dead connection is noticed within a minute even when the network drops
+/// silently, and the watchdog's heartbeat keeps beating.
+const IMAP_WAKE: Duration = Duration::from_secs(50);
+
+/// The IMAP mailbox loop: connect, catch up by UID, settle each mail after its
+/// commit, IDLE, and on any connection error reconnect with backoff. A fresh
+/// connection starts with a full rescan of the inbox, so a mail committed just
+/// before a crash (but not yet moved) is found again and only moved.
+async fn imap_loop(settings: ImapSettings, p: Arc<Pipeline>, shutdown: CancellationToken) {
+    let folder = format!(
+        "imap:{}@{}/{}",
+        settings.username, settings.host, settings.inbox
+    );
+    let mut attempt = 0u32;
+    let mut first = true;
+    while !shutdown.is_cancelled() {
+        p.health.heartbeat.store(now(), Ordering::Relaxed);
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = ImapMailbox::connect(&settings) => c,
+        };
+        let mut mb = match connected {
+            Ok(mb) => mb,
+            Err(e) => {
+                p.health.mailbox_errors.fetch_add(1, Ordering::Relaxed);
+                let wait = imap::backoff(attempt);
+                attempt = attempt.saturating_add(1);
+                tracing::error!("mailbox: {e:#}; retrying in {wait:?}");
+                p.report(
+                    &format!("imap {}: disconnected", settings.host),
+                    Some(&format!("{e:#}")),
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+        };
+        if !first {
+            p.health.reconnects.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        attempt = 0;
+        let since = fmt_time(now());
+        tracing::info!(server = %settings.host, idle = mb.has_idle(), r#move = mb.has_move(), "mailbox connected");
+        let mut full_scan = true;
+        let result: Result<()> = async {
+            loop {
+                imap_drain(&mut mb, &p, &folder, full_scan, &shutdown).await?;
+                full_scan = false;
+                p.health.last_fetch.store(now(), Ordering::Relaxed);
+                p.health.heartbeat.store(now(), Ordering::Relaxed);
+                p.report(
+                    &format!("imap {}: connected since {since}", settings.host),
+                    None,
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    w = mb.wait(IMAP_WAKE) => w?,
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                mb.logout().await;
+                return;
+            }
+            Err(e) => {
+                p.health.mailbox_errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("mailbox connection lost: {e:#}");
+                p.report(
+                    &format!("imap {}: reconnecting", settings.host),
+                    Some(&format!("{e:#}")),
+                );
+                let wait = imap::backoff(0);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Fetches everything new (or everything, on a full scan) and handles it, batch by
+/// batch; the cursor is saved after each batch.
+async fn imap_drain(
+    mb: &mut ImapMailbox,
+    p: &Arc<Pipeline>,
+    folder: &str,
+    full_scan: bool,
+    shutdown: &CancellationToken,
+) -> Result<()> {
+    let mut cursor = if full_scan {
+        None
+    } else {
+        p.store
+            .lock()
+            .expect("store lock poisoned")
+            .cursor(folder)?
+            .map(|(uidvalidity, next_uid)| Cursor {
+                uidvalidity,
+                next_uid,
+            })
+    };
+    loop {
+        let (next, batch) = mb.fetch(cursor.as_ref()).await?;
+        if batch.is_empty() {
+            p.store.lock().expect("store lock poisoned").set_cursor(
+                folder,
+                next.uidvalidity,
+                next.next_uid,
+            )?;
+            return Ok(());
+        }
+        p.health
+            .backlog
+            .store(batch.len() as u64, Ordering::Relaxed);
+        let mut registry = p.registry()?;
+        for f in batch {
+            if shutdown.is_cancelled() {
+                return Ok(());
+            }
+            let committed = tokio::task::block_in_place(|| {
+                p.process(
+                    &registry,
+                    &f.uid.to_string(),
+                    next.uidvalidity,
+                    f.size,
+                    f.raw.as_deref(),
+                )
+            })?;
+            mb.settle(f.uid, committed.destination).await?;
+            p.health.processed.fetch_add(1, Ordering::Relaxed);
+            p.health.heartbeat.store(now(), Ordering::Relaxed);
+            if committed.destination == Destination::Processed && !committed.duplicate {
+                registry = p.registry()?;
+            }
+        }
+        p.store.lock().expect("store lock poisoned").set_cursor(
+            folder,
+            next.uidvalidity,
+            next.next_uid,
+        )?;
+        cursor = Some(next);
+    }
 }

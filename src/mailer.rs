@@ -1,7 +1,7 @@
 //! The mailer: sends the outbox, one confirmation at a time, until it is empty.
 //!
 //! Rows are rendered when queued (see `reply`), so this task only moves bytes: over
-//! SMTP (lettre, pooled, TLS by rustls) or into `.eml` files (lettre's file
+//! SMTP (lettre, pooled, TLS by rustls; password or XOAUTH2 auth) or into `.eml` files (lettre's file
 //! transport, the embedded default). A transient failure (network, 4xx) is retried
 //! with exponential backoff; a permanent one (5xx) parks the row as `failed` with
 //! the server's answer for the operator. After `MAX_ATTEMPTS` a row is failed too.
@@ -19,7 +19,8 @@ use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, To
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{address_of, Auth, SmtpConfig, Tls, Transport};
+use crate::config::{address_of, Auth, SmtpConfig, SmtpServer, Tls, Transport};
+use crate::oauth::TokenSource;
 use crate::store::{now, Store};
 
 const MAX_ATTEMPTS: i64 = 20;
@@ -27,7 +28,15 @@ const POLL: Duration = Duration::from_secs(2);
 
 pub enum Sender {
     File(AsyncFileTransport<Tokio1Executor>),
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Box<Smtp>),
+}
+
+/// An SMTP relay. With XOAUTH2 the transport carries the access token as its
+/// password, so it is rebuilt whenever the token source hands out a new token.
+pub struct Smtp {
+    server: SmtpServer,
+    oauth: Option<(String, Arc<TokenSource>)>,
+    current: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
 }
 
 /// What came of one try.
@@ -35,6 +44,36 @@ enum Sent {
     Ok,
     Retry(String),
     Failed(String),
+}
+
+fn build_transport(
+    s: &SmtpServer,
+    credentials: Option<(Credentials, Vec<Mechanism>)>,
+) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let tls_params = || -> Result<TlsParameters> {
+        let mut b = TlsParameters::builder(s.host.clone());
+        if let Some(ca) = &s.ca_file {
+            let pem = std::fs::read(ca)
+                .with_context(|| format!("cannot read smtp.ca_file {}", ca.display()))?;
+            b = b.add_root_certificate(
+                Certificate::from_pem(&pem).context("smtp.ca_file is not a PEM certificate")?,
+            );
+        }
+        b.build_rustls().context("cannot set up TLS for SMTP")
+    };
+    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
+        .port(s.port)
+        .timeout(Some(Duration::from_secs(60)));
+    b = match s.tls {
+        Tls::Implicit => b.tls(SmtpTls::Wrapper(tls_params()?)),
+        Tls::Starttls => b.tls(SmtpTls::Required(tls_params()?)),
+        Tls::None => b.tls(SmtpTls::None),
+    };
+    if let Some((creds, mechanism)) = credentials {
+        // Exchange Online offers LOGIN and XOAUTH2 but not PLAIN: offer both for passwords.
+        b = b.credentials(creds).authentication(mechanism);
+    }
+    Ok(b.build())
 }
 
 impl Sender {
@@ -46,39 +85,39 @@ impl Sender {
                 Ok(Sender::File(AsyncFileTransport::new(dir)))
             }
             Transport::Smtp(s) => {
-                let tls_params = || -> Result<TlsParameters> {
-                    let mut b = TlsParameters::builder(s.host.clone());
-                    if let Some(ca) = &s.ca_file {
-                        let pem = std::fs::read(ca).with_context(|| {
-                            format!("cannot read smtp.ca_file {}", ca.display())
-                        })?;
-                        b = b.add_root_certificate(
-                            Certificate::from_pem(&pem)
-                                .context("smtp.ca_file is not a PEM certificate")?,
-                        );
-                    }
-                    b.build_rustls().context("cannot set up TLS for SMTP")
-                };
-                let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
-                    .port(s.port)
-                    .timeout(Some(Duration::from_secs(60)));
-                b = match s.tls {
-                    Tls::Implicit => b.tls(SmtpTls::Wrapper(tls_params()?)),
-                    Tls::Starttls => b.tls(SmtpTls::Required(tls_params()?)),
-                    Tls::None => b.tls(SmtpTls::None),
-                };
-                match &s.auth {
-                    None => {}
+                let (current, oauth) = match &s.auth {
+                    None => (Some((String::new(), build_transport(s, None)?)), None),
                     Some((user, Auth::Password(p))) => {
-                        b = b
-                            .credentials(Credentials::new(user.clone(), p.expose().to_string()))
-                            .authentication(vec![Mechanism::Plain, Mechanism::Login]);
+                        let creds = Credentials::new(user.clone(), p.expose().to_string());
+                        (
+                            Some((
+                                String::new(),
+                                build_transport(
+                                    s,
+                                    Some((creds, vec![Mechanism::Plain, Mechanism::Login])),
+                                )?,
+                            )),
+                            None,
+                        )
                     }
-                    Some((_, Auth::XOAuth2(_))) => {
-                        anyhow::bail!("smtp.auth = \"xoauth2\" is not available in this version; use \"password\"")
-                    }
-                }
-                Ok(Sender::Smtp(b.build()))
+                    Some((user, Auth::XOAuth2(o))) => (
+                        None,
+                        Some((
+                            user.clone(),
+                            Arc::new(TokenSource::new(
+                                o.token_url.clone(),
+                                o.client_id.clone(),
+                                o.client_secret.expose().to_string(),
+                                o.scope.clone(),
+                            )),
+                        )),
+                    ),
+                };
+                Ok(Sender::Smtp(Box::new(Smtp {
+                    server: s.clone(),
+                    oauth,
+                    current: tokio::sync::Mutex::new(current),
+                })))
             }
         }
     }
@@ -89,12 +128,49 @@ impl Sender {
                 Ok(_) => Sent::Ok,
                 Err(e) => Sent::Retry(format!("cannot write outbox file: {e}")),
             },
-            Sender::Smtp(t) => match t.send_raw(envelope, raw).await {
-                Ok(_) => Sent::Ok,
-                Err(e) if e.is_permanent() => Sent::Failed(format!("{e}")),
-                Err(e) => Sent::Retry(format!("{e}")),
-            },
+            Sender::Smtp(smtp) => {
+                let transport = match smtp.transport().await {
+                    Ok(t) => t,
+                    Err(e) => return Sent::Retry(format!("{e:#}")),
+                };
+                match transport.send_raw(envelope, raw).await {
+                    Ok(_) => Sent::Ok,
+                    Err(e) if e.is_permanent() => {
+                        // An expired or revoked token looks permanent (535) but is not.
+                        if let Some((_, tokens)) = &smtp.oauth {
+                            tokens.invalidate();
+                            return Sent::Retry(format!("{e}"));
+                        }
+                        Sent::Failed(format!("{e}"))
+                    }
+                    Err(e) => Sent::Retry(format!("{e}")),
+                }
+            }
         }
+    }
+}
+
+impl Smtp {
+    /// The transport to use now; with XOAUTH2, rebuilt when the token changed.
+    async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
+        let mut current = self.current.lock().await;
+        if let Some((user, tokens)) = &self.oauth {
+            let token = tokens
+                .token()
+                .await
+                .context("cannot get an SMTP access token")?;
+            if current.as_ref().map(|(t, _)| t != &token).unwrap_or(true) {
+                let creds = Credentials::new(user.clone(), token.clone());
+                *current = Some((
+                    token,
+                    build_transport(&self.server, Some((creds, vec![Mechanism::Xoauth2])))?,
+                ));
+            }
+        }
+        current
+            .as_ref()
+            .map(|(_, t)| t.clone())
+            .ok_or_else(|| anyhow::anyhow!("no SMTP transport"))
     }
 }
 

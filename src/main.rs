@@ -313,14 +313,22 @@ fn extract(
         None => Registry::default(),
     };
     let mut files = Vec::new();
+    let mut unreadable = Vec::new();
     for p in paths {
-        collect_files(p, &mut files)?;
+        if let Err(e) = collect_files(p, &mut files) {
+            unreadable.push(format!("{e:#}"));
+        }
     }
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     for file in files {
-        let raw =
-            std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+        let raw = match std::fs::read(&file) {
+            Ok(raw) => raw,
+            Err(e) => {
+                unreadable.push(format!("cannot read {}: {e}", file.display()));
+                continue;
+            }
+        };
         let t = triage::triage(&raw, &registry, &config.policy);
         if json {
             let line = serde_json::json!({
@@ -347,6 +355,11 @@ fn extract(
                 t.reasons.join("; ")
             )?;
         }
+    }
+    if !unreadable.is_empty() {
+        // Every readable file was triaged; the others are named, and the exit
+        // code says not everything was.
+        return Err(Exit(1, unreadable.join("\n")).into());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -656,3 +656,91 @@ async fn smtp_sink_auth_plain_and_login() {
     assert_eq!(got.len(), 2);
     assert!(got.iter().all(|m| m.auth_user.as_deref() == Some("mailer")));
 }
+
+#[tokio::test]
+async fn a_large_backlog_is_fetched_exactly_once_in_uid_order() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let mails: Vec<Vec<u8>> = (0..2000)
+        .map(|i| mail(&format!("bulk {i}"), "PLA 5555555"))
+        .collect();
+    assert_eq!(dv.deliver_many(&mails), 2000);
+    let mut s = dv.imap_settings();
+    s.batch_size = 300;
+    let mut mb = ImapMailbox::connect(&s).await.unwrap();
+    let (cursor, got) = drain(&mut mb, None).await;
+    let uids: Vec<u32> = got.iter().map(|f| f.uid).collect();
+    assert_eq!(
+        uids,
+        (1..=2000).collect::<Vec<u32>>(),
+        "every UID once, ascending"
+    );
+    assert_eq!(cursor.next_uid, 2001);
+    let mut got = raws(&got);
+    got.sort();
+    let mut expected = mails;
+    expected.sort();
+    assert_eq!(got, expected);
+    mb.logout().await;
+}
+
+#[tokio::test]
+async fn missing_folders_are_created_with_non_ascii_names() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let m = mail("to review", "x");
+    dv.append(&m);
+    let mut s = dv.imap_settings();
+    s.processed = "Archiv/MPN erledigt".into();
+    s.review = "Prüfung".into();
+    let mut mb = ImapMailbox::connect(&s)
+        .await
+        .expect("connect creates the folders");
+    mb.settle(1, Destination::Review).await.unwrap();
+    mb.logout().await;
+    // A second connect finds them and does not fail on CREATE.
+    ImapMailbox::connect(&s)
+        .await
+        .expect("reconnect")
+        .logout()
+        .await;
+    assert_eq!(dv.count("Prüfung"), 1);
+    assert_eq!(dv.count("Archiv/MPN erledigt"), 0);
+    assert_eq!(dv.count("INBOX"), 0);
+}
+
+#[tokio::test]
+async fn a_silent_server_times_out_instead_of_hanging() {
+    // Accepts TCP and never says a word.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let _holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    let dv = Dovecot::start(DovecotOptions::default());
+    let mut s = dv.imap_settings();
+    s.port = port;
+    s.command_timeout = Duration::from_millis(500);
+    let t = Instant::now();
+    let err = format!("{:#}", ImapMailbox::connect(&s).await.unwrap_err());
+    assert!(err.contains("no greeting within"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}
+
+#[tokio::test]
+async fn a_crashed_server_fails_the_next_command_promptly() {
+    let mut dv = Dovecot::start(DovecotOptions::default());
+    dv.append(&mail("x", "y"));
+    let mut mb = ImapMailbox::connect(&dv.imap_settings()).await.unwrap();
+    dv.kill();
+    let t = Instant::now();
+    let err = format!("{:#}", mb.fetch(None).await.unwrap_err());
+    assert!(err.contains("lost while searching the inbox"), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    let err = format!(
+        "{:#}",
+        mb.settle(1, Destination::Processed).await.unwrap_err()
+    );
+    assert!(err.contains("unusable"), "{err}");
+}

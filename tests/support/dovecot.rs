@@ -147,14 +147,7 @@ impl Dovecot {
             make_certs(&root.join("tls"));
         }
         let oauth = opts.xoauth2.then(|| OAuthServer::start(USER));
-        let port = free_port();
-        let starttls_port = opts.tls.then(free_port);
         let conf = root.join("dovecot.conf");
-        fs::write(
-            &conf,
-            config(&root, &opts, port, starttls_port, oauth.as_ref()),
-        )
-        .expect("writing dovecot.conf");
         if let Some(o) = &oauth {
             fs::write(
                 root.join("oauth2.conf.ext"),
@@ -175,8 +168,8 @@ impl Dovecot {
             dir,
             conf,
             opts,
-            port,
-            starttls_port,
+            port: 0,
+            starttls_port: None,
             child: None,
             oauth,
             uid,
@@ -184,8 +177,20 @@ impl Dovecot {
             dovecot,
             doveadm,
         };
-        d.launch();
-        d
+        // A free port can be taken by someone else before Dovecot binds it; then
+        // Dovecot exits at once and we try other ports.
+        for attempt in 1..=5 {
+            d.port = free_port();
+            d.starttls_port = opts.tls.then(free_port);
+            let text = config(&root, &opts, d.port, d.starttls_port, d.oauth.as_ref());
+            fs::write(&d.conf, text).expect("writing dovecot.conf");
+            match d.try_launch() {
+                Ok(()) => return d,
+                Err(e) if attempt < 5 && e.contains("Address already in use") => continue,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        unreachable!("the loop returns or panics")
     }
 
     /// The host to connect to: `localhost` with TLS (the certificate's name), else 127.0.0.1.
@@ -463,11 +468,20 @@ impl Dovecot {
     }
 
     fn launch(&mut self) {
+        if let Err(e) = self.try_launch() {
+            panic!("{e}");
+        }
+    }
+
+    /// Start the master and wait until it answers on its ports with its own
+    /// greeting (so a stranger that grabbed the port is never mistaken for it).
+    fn try_launch(&mut self) -> Result<(), String> {
         assert!(self.child.is_none(), "dovecot is already running");
-        let root = self.dir.path();
+        let root = self.dir.path().to_path_buf();
         let _ = fs::remove_file(root.join("run/master.pid"));
         let stderr = fs::File::create(root.join("stderr.log")).expect("creating stderr.log");
         let child = Command::new(&self.dovecot)
+            // Its own process group, so stop() and kill() reach every child.
             .process_group(0)
             .arg("-F")
             .arg("-c")
@@ -478,29 +492,36 @@ impl Dovecot {
             .spawn()
             .unwrap_or_else(|e| panic!("starting {}: {e}", self.dovecot.display()));
         self.child = Some(child);
-        let ports: Vec<u16> = std::iter::once(self.port)
-            .chain(self.starttls_port)
-            .collect();
+        let greeting = greeting(self.port);
+        // The implicit-TLS port can't be read without a handshake; the plaintext
+        // one (STARTTLS when TLS is on) proves the instance is ours.
+        let (plain, other) = match self.starttls_port {
+            Some(st) => (st, Some(self.port)),
+            None => (self.port, None),
+        };
         let start = Instant::now();
-        for port in ports {
-            loop {
-                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                    break;
-                }
-                let exited = self
-                    .child
-                    .as_mut()
-                    .and_then(|c| c.try_wait().ok().flatten());
-                if exited.is_some() || start.elapsed() > Duration::from_secs(15) {
-                    let err = fs::read_to_string(root.join("stderr.log")).unwrap_or_default();
-                    panic!(
-                        "dovecot did not start listening on 127.0.0.1:{port} ({:?}).\nstderr:\n{err}\nlog:\n{}",
-                        exited,
-                        self.log()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(20));
+        loop {
+            let ours = read_greeting(plain).is_some_and(|g| g.contains(&greeting));
+            let other_up = other.is_none_or(|p| TcpStream::connect(("127.0.0.1", p)).is_ok());
+            if ours && other_up {
+                return Ok(());
             }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || start.elapsed() > Duration::from_secs(15) {
+                if let Some(mut c) = self.child.take() {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                let err = fs::read_to_string(root.join("stderr.log")).unwrap_or_default();
+                return Err(format!(
+                    "dovecot did not come up on 127.0.0.1:{plain} (exit: {exited:?}).\nstderr:\n{err}\nlog:\n{}",
+                    self.log()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -625,6 +646,7 @@ disable_plaintext_auth = no\n\
 auth_mechanisms = {mechs}\n\
 auth_failure_delay = 0\n\
 auth_verbose = yes\n\
+login_greeting = {greeting}\n\
 first_valid_uid = 1\n\
 mail_location = maildir:~/Maildir\n\
 mail_fsync = never\n\
@@ -644,7 +666,23 @@ namespace inbox {{\n  inbox = yes\n  separator = /\n\
   mailbox Ignored {{\n    auto = subscribe\n  }}\n}}\n\
 service imap-login {{\n{listeners}}}\n",
         caps = caps.join(" "),
+        greeting = greeting(port),
     )
+}
+
+/// The greeting that identifies the instance listening on `port`.
+fn greeting(port: u16) -> String {
+    format!("mpnd-test-dovecot-{port}-{}", std::process::id())
+}
+
+/// The first line a server on 127.0.0.1:`port` sends, if it sends one within 1 s.
+fn read_greeting(port: u16) -> Option<String> {
+    use std::io::BufRead as _;
+    let s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    let mut line = String::new();
+    std::io::BufReader::new(s).read_line(&mut line).ok()?;
+    Some(line)
 }
 
 /// A throwaway CA and a leaf certificate for localhost and 127.0.0.1 signed by it.

@@ -8,7 +8,28 @@
 //! - [`OAuthServer`]: an OAuth2 token endpoint plus the token introspection that
 //!   Dovecot's XOAUTH2 login asks.
 //!
-//! Use it from a test binary with `mod support;` and `use support::{...};`. Every
+//! Use it from a test binary (`tests/daemon.rs`, say) like this:
+//!
+//! ```text
+//! mod support;
+//! use support::{dovecot, mail, Dovecot, DovecotOptions, SmtpSink};
+//!
+//! #[tokio::test]
+//! async fn applies_a_new_id() {
+//!     let dv = Dovecot::start(DovecotOptions::default()); // or { tls: true, .. }
+//!     dv.append(&mail("Neue PLA", "Unsere neue PLA: 1234567"));
+//!     let smtp = SmtpSink::start();
+//!     // [mailbox] host = dv.host(), port = dv.port(), tls = "none",
+//!     //   username = dovecot::USER, password = dovecot::PASSWORD
+//!     //   (with tls: true: tls = "implicit", ca_file = dv.ca_file())
+//!     // [smtp] host = smtp.host(), port = smtp.port(), tls = "none"
+//!     // ... run the daemon until it is done ...
+//!     support::wait_until("mail settled", Duration::from_secs(10), || dv.count("Processed") == 1);
+//!     let sent = smtp.wait_for(1, Duration::from_secs(10));
+//! }
+//! ```
+//!
+//! Every
 //! server runs on its own thread (or process), so tests may block on the harness
 //! from any runtime. Every wait has a timeout and panics with what it saw; every
 //! server is stopped on Drop. Dovecot and openssl must be installed

@@ -8,6 +8,8 @@ set -euo pipefail
 missing=()
 command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd)
 command -v doveadm >/dev/null 2>&1 || missing+=(dovecot-imapd)
+# dovecot-core alone brings `dovecot` but not the IMAP server it runs.
+[ -x /usr/lib/dovecot/imap ] || missing+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The test Dovecot runs mail as Debian's `mail` user; it ships with base-passwd,
 # but say so plainly if some image lacks it.
@@ -33,5 +35,7 @@ export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq >/dev/null
 # The package's postinst may try to start the system Dovecot; tests never use
 # it and pick their own free ports, so a running system service is harmless.
-$sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null
+# debconf's "delaying package configuration" notes are noise; real errors stay.
+$sudo apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >/dev/null \
+    2> >(grep -v '^debconf: ' >&2)
 command -v dovecot >/dev/null && command -v openssl >/dev/null

@@ -202,6 +202,10 @@ impl ImapMailbox {
                  use \"implicit\" or \"starttls\""
             );
         }
+        // Bad folder names are a configuration error: say so before any network.
+        let folders = [&s.inbox, &s.processed, &s.review, &s.ignored].map(|f| quote(f));
+        let [inbox, processed, review, ignored] = folders;
+        let (inbox, processed, review, ignored) = (inbox?, processed?, review?, ignored?);
         let tls = match s.tls {
             TlsMode::None => None,
             TlsMode::Implicit | TlsMode::Starttls => Some(tls_connector(s.ca_file.as_deref())?),
@@ -245,10 +249,10 @@ impl ImapMailbox {
             dead: None,
             caps: Caps::default(),
             uidvalidity: 0,
-            inbox: quote(&s.inbox)?,
-            processed: quote(&s.processed)?,
-            review: quote(&s.review)?,
-            ignored: quote(&s.ignored)?,
+            inbox,
+            processed,
+            review,
+            ignored,
             command_timeout: t,
             idle_timeout: limit_idle,
             max_message_size: s.max_message_size,

@@ -106,6 +106,8 @@ pub struct SmtpConfig {
     pub from: String,
     /// At most this many confirmations per recipient in 24 hours; more are suppressed.
     pub max_per_recipient_per_day: u32,
+    /// First wait after a transient send failure; doubles per attempt up to an hour.
+    pub retry_initial: Duration,
 }
 
 #[derive(Clone, Debug)]
@@ -163,6 +165,7 @@ impl Config {
                 },
                 from,
                 max_per_recipient_per_day: 10,
+                retry_initial: Duration::from_secs(30),
             },
             gate: GateConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
@@ -310,6 +313,7 @@ struct RawSmtp {
     password_file: Option<String>,
     ca_file: Option<String>,
     max_per_recipient_per_day: Option<u32>,
+    retry_initial_secs: Option<u64>,
     oauth2: Option<RawOAuth2>,
 }
 
@@ -719,10 +723,15 @@ impl Checker {
                 }
             }
         };
+        let retry = s.retry_initial_secs.unwrap_or(30);
+        if retry == 0 || retry > 3600 {
+            self.problem("smtp.retry_initial_secs", "expected 1 to 3600 seconds");
+        }
         SmtpConfig {
             transport,
             from,
             max_per_recipient_per_day: s.max_per_recipient_per_day.unwrap_or(10),
+            retry_initial: Duration::from_secs(retry.clamp(1, 3600)),
         }
     }
 

@@ -174,14 +174,16 @@ impl Smtp {
     }
 }
 
-/// Backoff after `attempts` tries: 30 s doubling, capped at an hour.
-fn backoff(attempts: i64) -> i64 {
-    30i64.saturating_mul(1 << attempts.clamp(0, 7)).min(3600)
+/// Backoff after `attempts` tries: `initial` doubling, capped at an hour.
+fn backoff(initial: Duration, attempts: i64) -> i64 {
+    (initial.as_secs() as i64)
+        .saturating_mul(1 << attempts.clamp(0, 12))
+        .min(3600)
 }
 
 /// Sends whatever is due; returns how many were sent.
-pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, from: &str) -> Result<usize> {
-    let from = address_of(from);
+pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, cfg: &SmtpConfig) -> Result<usize> {
+    let from = address_of(&cfg.from);
     let from: Address = from
         .parse()
         .with_context(|| format!("smtp.from address {from:?} is invalid"))?;
@@ -211,7 +213,7 @@ pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, from: &str) -> Re
                 }
                 Sent::Retry(e) if row.attempts + 1 < MAX_ATTEMPTS => {
                     tracing::warn!(outbox = row.id, error = %e, "confirmation not sent, will retry");
-                    s.outbox_retry(row.id, &e, now() + backoff(row.attempts))?;
+                    s.outbox_retry(row.id, &e, now() + backoff(cfg.retry_initial, row.attempts))?;
                 }
                 Sent::Retry(e) | Sent::Failed(e) => {
                     tracing::error!(outbox = row.id, error = %e, "confirmation failed; parked for the operator");
@@ -237,7 +239,7 @@ pub async fn run(
         }
     };
     loop {
-        if let Err(e) = drain(&store, &sender, &cfg.from).await {
+        if let Err(e) = drain(&store, &sender, &cfg).await {
             tracing::error!("mailer: {e:#}");
         }
         tokio::select! {

@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod support;
+use support::{dovecot, wait_until, Dovecot, DovecotOptions, SmtpSink};
+
 fn corpus() -> PathBuf {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
     assert!(
@@ -38,6 +41,11 @@ struct World {
 
 impl World {
     fn new() -> World {
+        World::with("", "kind = \"file\"")
+    }
+
+    /// A world whose `[mailbox]` and `[smtp]` sections hold `mailbox` and `smtp`.
+    fn with(mailbox: &str, smtp: &str) -> World {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let config = dir.path().join("mpnd.toml");
@@ -45,7 +53,8 @@ impl World {
             &config,
             format!(
                 "state_dir = \"{state}\"\n\
-                 [smtp]\nkind = \"file\"\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
+                 [mailbox]\n{mailbox}\n\
+                 [smtp]\n{smtp}\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
                  [gate]\nlisten = \"127.0.0.1:{port}\"\n\
                  [policy]\nown_addresses = [\"cloud@nordwind-dist.example\"]\n\
                  trusted_authserv_ids = [\"mx.nordwind-dist.example\"]\n",
@@ -730,4 +739,120 @@ fn config_check_reports_every_problem_with_line() {
         "{}",
         String::from_utf8_lossy(&ok.stderr)
     );
+}
+
+fn imap_world(dv: &Dovecot, smtp: &SmtpSink) -> World {
+    World::with(
+        &format!(
+            "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{}\"",
+            dv.host(),
+            dv.port(),
+            dovecot::USER,
+            dovecot::PASSWORD
+        ),
+        &format!(
+            "kind = \"smtp\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nretry_initial_secs = 1",
+            smtp.host(),
+            smtp.port()
+        ),
+    )
+}
+
+fn case_count(w: &World) -> usize {
+    w.json(&["queue", "list", "--state", "all", "--json"])
+        .as_array()
+        .unwrap()
+        .len()
+}
+
+#[test]
+fn imap_and_smtp_end_to_end_with_outages() {
+    let mut dv = Dovecot::start(DovecotOptions::default());
+    let mut smtp = SmtpSink::start();
+    let mut w = imap_world(&dv, &smtp);
+    w.import_registry();
+    // A backlog present at start.
+    dv.append(&corpus_mail("01_de_outlook_plain_statement.eml"));
+    dv.append(&corpus_mail("22_de_exchange_out_of_office.eml"));
+    dv.append(&corpus_mail("17_de_thunderbird_question_no_id.eml"));
+    w.start();
+    let limit = Duration::from_secs(20);
+    wait_until("backlog settled", limit, || dv.count("INBOX") == 0);
+    assert_eq!(
+        (
+            dv.count("Processed"),
+            dv.count("Review"),
+            dv.count("Ignored")
+        ),
+        (1, 1, 1)
+    );
+    let sent = smtp.wait_for(1, limit);
+    assert_eq!(
+        sent[0].rcpt_to,
+        vec!["k.bergmann@bergmann-it.example".to_string()]
+    );
+    assert!(sent[0].text().contains("Auto-Submitted: auto-replied"));
+
+    // A mail appended while the daemon idles is picked up.
+    dv.append(&corpus_mail("02_en_thunderbird_plain_statement.eml"));
+    wait_until("idle pickup", limit, || dv.count("Processed") == 2);
+
+    // Dovecot restarted under the daemon: it reconnects, nothing lost or doubled.
+    dv.restart();
+    dv.append(&corpus_mail("06_en_gmail_reply_quoting_old_id.eml"));
+    wait_until("pickup after restart", Duration::from_secs(40), || {
+        dv.count("Processed") == 3
+    });
+    assert_eq!(case_count(&w), 5);
+
+    // The SMTP listener down: confirmations wait and arrive once it is back.
+    smtp.wait_for(3, limit);
+    smtp.stop();
+    dv.append(&corpus_mail("07_de_applemail_signature_old_id.eml"));
+    wait_until("settled while smtp down", limit, || {
+        dv.count("Processed") == 4
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    smtp.restart();
+    let sent = smtp.wait_for(4, Duration::from_secs(40));
+    let mut ids: Vec<String> = sent
+        .iter()
+        .filter_map(|m| header(&m.text(), "Message-ID").map(str::to_string))
+        .collect();
+    let n = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "no confirmation sent twice");
+    assert_eq!(n, 4);
+    // Nothing is left pending, nothing was lost.
+    wait_until("outbox drained", limit, || outbox_count(&w, "pending") == 0);
+    assert_eq!(outbox_count(&w, "sent"), 4);
+    w.stop();
+}
+
+#[test]
+fn imap_uidvalidity_change_skips_nothing_and_doubles_nothing() {
+    let mut dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let mut w = imap_world(&dv, &smtp);
+    w.import_registry();
+    w.start();
+    dv.append(&corpus_mail("01_de_outlook_plain_statement.eml"));
+    let limit = Duration::from_secs(20);
+    wait_until("first mail", limit, || dv.count("Processed") == 1);
+    w.stop();
+    // The inbox is recreated (new UIDVALIDITY), with an old mail back in it and a
+    // new one whose UID is lower than the stored cursor.
+    dv.recreate_inbox();
+    dv.append(&corpus_mail("01_de_outlook_plain_statement.eml"));
+    dv.append(&corpus_mail("02_en_thunderbird_plain_statement.eml"));
+    w.start();
+    wait_until("rescan", limit, || dv.count("INBOX") == 0);
+    assert_eq!(dv.count("Processed"), 3);
+    assert_eq!(
+        case_count(&w),
+        2,
+        "the old mail is recognised, the new one processed"
+    );
+    w.stop();
 }

@@ -8,7 +8,15 @@
 
 use serde::Serialize;
 
+mod choose;
+mod classify;
+mod cues;
+mod decide;
 mod engine;
+mod extract;
+mod html;
+mod parse;
+mod segment;
 
 pub use engine::triage;
 
@@ -34,7 +42,11 @@ impl MpnId {
             match c {
                 '0'..='9' => digits.push(c),
                 ' ' | '-' | '.' | '/' | '\u{a0}' => {}
-                _ => return Err(format!("{trimmed:?} is not an MPN ID: only digits are allowed")),
+                _ => {
+                    return Err(format!(
+                        "{trimmed:?} is not an MPN ID: only digits are allowed"
+                    ))
+                }
             }
         }
         if digits.len() < Self::MIN_DIGITS || digits.len() > Self::MAX_DIGITS {

@@ -90,9 +90,21 @@ pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
         .filter(|r| r.loss.is_none() && r.key() == best)
         .map(|r| r.found.id.clone())
         .collect();
+    // A winner named only weakly ("ID", "neu:", or nothing) must be the only ID
+    // left: two numbers of which one is called "ID" are still two numbers.
+    let eligible: BTreeSet<String> = ranked
+        .iter()
+        .filter(|r| r.loss.is_none())
+        .map(|r| r.found.id.clone())
+        .collect();
+    let top = if best.2 <= 1 && eligible.len() > 1 {
+        eligible
+    } else {
+        top
+    };
     if top.len() > 1 {
         let list = top.iter().cloned().collect::<Vec<_>>().join(", ");
-        let kind = if best.0 { "labelled" } else { "unlabeled" };
+        let kind = if best.2 >= 2 { "labelled" } else { "unlabeled" };
         choice.outcome = Outcome::Ambiguous;
         choice.explanation = Some(format!(
             "{} {kind} IDs, none stated as the new one: {list}",
@@ -144,6 +156,7 @@ fn rank(found: Found, about_ids: bool) -> Ranked {
         (Strength::Strong, Temporal::New, _) | (Strength::Strong, _, Role::Pla) => 3,
         (Strength::Strong, _, _) => 2,
         (Strength::Weak, _, _) if about_ids => 1,
+        (Strength::Weak, Temporal::New, _) => 1,
         (Strength::None, Temporal::New, _) if about_ids => 1,
         _ => 0,
     };

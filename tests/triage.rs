@@ -609,6 +609,11 @@ fn html_bodies() {
             msg(DE, "Stammdaten", erp).html().build(),
             apply("6831216"),
         ),
+        (
+            "th header alte/neue id",
+            msg(DE, "Partner-ID", "<table><tr><th>Alte ID</th><th>Neue ID</th></tr><tr><td>4412987</td><td>6831245</td></tr></table>").html().build(),
+            apply("6831245"),
+        ),
     ]);
 }
 
@@ -741,6 +746,16 @@ fn signatures_pga_pla_old_new_and_corrections() {
             apply("7245539"),
         ),
         (
+            "verwenden Sie … statt …",
+            msg(DE, "Korrektur Partner-ID", "Bitte verwenden Sie 6831242 statt 6831224, da war ein Tippfehler drin.").build(),
+            apply("6831242"),
+        ),
+        (
+            "the right one is",
+            msg(EN, "Re-sent: MPN ID", "Ignore my last mail, the right one is 7245546 (not 7245564).").build(),
+            apply("7245546"),
+        ),
+        (
             "correction beats the wrong subject",
             msg(DE, "Neue MPN-ID 6831203", "Korrektur: die richtige MPN-ID ist 6831230, die 6831203 war falsch.").build(),
             apply("6831230"),
@@ -769,6 +784,8 @@ fn distractor_numbers() {
             apply("6831234"),
         ),
         ("dates", msg(DE, "MPN-ID", "Seit 18.11.2025 (bzw. 2025-11-18) lautet unsere MPN-ID 6831237.").build(), apply("6831237")),
+        ("week and month with year", msg(DE, "MPN-ID", "Die MPN-ID gilt ab KW 47/2025 (Stand 11.2025): 6831243").build(), apply("6831243")),
+        ("supplier number", msg(DE, "MPN-ID", "Lieferantennummer 7300088; neue MPN-ID: 6831244").build(), apply("6831244")),
         (
             "tenant guid of digits",
             msg(EN, "New ID", "New MPN ID 7245541, tenant 12345678-9012-3456-7890-123456789012.").build(),

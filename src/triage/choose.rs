@@ -77,11 +77,7 @@ pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
         explanation: None,
     };
     let Some(best) = best else {
-        choice.explanation = Some(if ranked.is_empty() {
-            "no ID-like number in the author's text".to_string()
-        } else {
-            "no candidate ID is stated as the new one".to_string()
-        });
+        choice.explanation = Some(explain_none(&ranked));
         choice.candidates = report(ranked, None);
         return choice;
     };
@@ -149,6 +145,22 @@ pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
     }
     choice.candidates = report(ranked, Some(&winner));
     choice
+}
+
+/// "no new ID stated (4417206: called old/previous/wrong)": the numbers of the
+/// author's own text and why none of them is the new ID.
+fn explain_none(ranked: &[Ranked]) -> String {
+    let own: Vec<String> = ranked
+        .iter()
+        .filter(|r| r.found.source != Source::Quoted)
+        .filter_map(|r| r.loss.as_ref().map(|l| format!("{}: {l}", r.found.id)))
+        .take(3)
+        .collect();
+    if own.is_empty() {
+        "no new ID in the author's text".to_string()
+    } else {
+        format!("no new ID stated ({})", own.join("; "))
+    }
 }
 
 fn rank(found: Found, about_ids: bool) -> Ranked {
@@ -288,4 +300,152 @@ fn report(mut ranked: Vec<Ranked>, winner: Option<&str>) -> Vec<Candidate> {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(
+        id: &str,
+        strength: Strength,
+        temporal: Temporal,
+        role: Role,
+        source: Source,
+    ) -> Found {
+        Found {
+            id: id.into(),
+            source,
+            html: false,
+            evidence: String::new(),
+            keyword: None,
+            strength,
+            temporal,
+            role,
+            distractor: None,
+            shape: Shape::Plain,
+        }
+    }
+
+    #[test]
+    fn pla_beats_pga_and_old_loses_everywhere() {
+        let c = choose(
+            vec![
+                found(
+                    "6120344",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Pga,
+                    Source::Body,
+                ),
+                found(
+                    "6120359",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Pla,
+                    Source::Body,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6120359"));
+        let c = choose(
+            vec![
+                found(
+                    "4039875",
+                    Strength::Strong,
+                    Temporal::New,
+                    Role::Unsaid,
+                    Source::Subject,
+                ),
+                found(
+                    "4039875",
+                    Strength::Strong,
+                    Temporal::Old,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.outcome, Outcome::None);
+        assert!(
+            c.explanation
+                .as_deref()
+                .is_some_and(|e| e.contains("4039875")),
+            "{:?}",
+            c.explanation
+        );
+    }
+
+    #[test]
+    fn weak_winner_must_be_alone() {
+        let c = choose(
+            vec![
+                found(
+                    "6820174",
+                    Strength::None,
+                    Temporal::New,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+                found(
+                    "6820190",
+                    Strength::None,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.outcome, Outcome::Ambiguous);
+    }
+
+    #[test]
+    fn body_beats_forwarded_and_bare_numbers_need_review() {
+        let c = choose(
+            vec![
+                found(
+                    "6931057",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+                found(
+                    "6931099",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Forwarded,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6931057"));
+        let c = choose(
+            vec![found(
+                "6931057",
+                Strength::None,
+                Temporal::Unsaid,
+                Role::Unsaid,
+                Source::Body,
+            )],
+            true,
+        );
+        assert_eq!(c.outcome, Outcome::Id);
+        assert!(!c.review.is_empty());
+        let c = choose(
+            vec![found(
+                "6931057",
+                Strength::None,
+                Temporal::Unsaid,
+                Role::Unsaid,
+                Source::Body,
+            )],
+            false,
+        );
+        assert_eq!(c.outcome, Outcome::None);
+    }
 }

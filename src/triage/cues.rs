@@ -59,17 +59,18 @@ static DISTRACTOR: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         (?:\b|^)(?:
-            kunden?\w* | kd\.?[\s-]*nr\.? | customer\w* | client\w* | debitor\w* | konto\w* | account[\s-]*(?:no\.?|number|\#)
+            kunden?\w* | kd\.?[\s-]*nr\.? | customer\w* | client\w* | debitor\w* | kreditor\w* | lieferant\w* | supplier\w* | vendor\w*
+          | konto\w* | account[\s-]*(?:no\.?|number|\#) | antrag\w* | antrags\w* | application\w*
           | bestell\w* | order\w* | auftrag\w* | auftrags\w* | purchase | po | lieferschein\w* | lieferung\w* | delivery | sendung\w* | tracking
           | angebot\w* | quote | quotation | vertrag\w* | vertrags\w* | contract\w* | subscription\w* | abonnement\w* | abo | lizenz\w* | licen[cs]e\w*
           | serial | serien\w* | artikel\w* | sku | produkt\w* | product\w*
           | rechnung\w* | rechnungs\w* | invoice\w* | beleg\w* | gutschrift\w* | zahlung\w* | payment\w* | betrag | amount | eur | euro | usd | gbp | chf
-          | ticket\w* | case | fall | fallnummer | vorgang\w* | vorgangs\w* | incident\w* | request\w* | anfrage\w* | support\w* | service[\s-]*request
+          | ticket\w* | case | fallnummer | servicefall\w* | service[\s-]*(?:ticket|case) | vorgang\w* | vorgangs\w* | incident\w* | request\w* | anfrage\w* | support\w* | service[\s-]*request
           | aktenzeichen | az\.? | referenz\w* | reference\w* | ref\.? | message[\s-]*id
-          | tel\.? | telefon\w* | telephone | phone\w* | fon | fax\w* | telefax | mobil\w* | mobile | handy | cell | durchwahl | hotline | whatsapp | reach\s+me | erreichbar\w*
+          | tel\.? | telefon\w* | telephone | phone\w* | fon | fax\w* | telefax | mobil\w* | mobile | handy | cell | durchwahl | hotline | whatsapp | reach\s+me | erreichbar\w* | call | anrufen | rückruf\w* | ruf
           | hrb | hra | handelsregister\w* | registergericht\w* | amtsgericht\w* | register(?:nummer|nr)? | registered(?:\s+(?:in|no\.?|number|office|company))? | reg\.?\s*no\.?
-          | company[\s-]*(?:no\.?|number|reg\w*) | companies[\s-]+house | crn | kvk | abn | acn | org\.?[\s-]*nr\.? | organisasjonsnummer | siret | siren | kbo | btw | duns | gln | ein
-          | ust\w* | vat\w* | steuer\w* | st\.?[\s-]*nr\.? | tax\w* | uid | mwst\w* | tin
+          | company[\s-]*(?:no\.?|number|reg\w*) | companies[\s-]+house | crn | kvk | abn | acn | cvr | eori | chamber | handelskammer | ihk | registration[\s-]*(?:no\.?|number|nr\.?) | org\.?[\s-]*nr\.? | organisasjonsnummer | siret | siren | kbo | btw | duns | gln
+          | ust\w* | vat\w* | steuer\w* | st\.?[\s-]*nr\.? | tax\w* | uid | mwst\w*
           | iban | bic | swift | blz | bank\w* | sort[\s-]*code | routing
           | plz | postleitzahl | zip | postal\w* | postcode | post[\s-]+code | postfach | p\.?\s*o\.?\s*box
           | tenant\w* | mandant\w* | guid | domain\w* | verzeichnis\w* | directory | object[\s-]*id
@@ -85,8 +86,9 @@ static NEW: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)
         (?:\bersetzt\s+durch\b | \breplaced\s+(?:by|with)\b | -> | → | => )
       | \b(?:neu|neue|neuen|neuer|neues|new|newly|richtig\w* | korrekt\w* | correct(?:ed)? | korrektur | correction
-           | berichtigt\w* | aktualisiert\w* | updated | künftig\w* | zukünftig\w* | nunmehr
-           | ab\s+sofort | from\s+now\s+on | going\s+forward)\b",
+           | right | berichtigt\w* | aktualisiert\w* | updated | künftig\w* | zukünftig\w* | nunmehr
+           | ab\s+sofort | from\s+now\s+on | going\s+forward
+           | (?:verwenden|nutzen|nehmen|hinterlegen|tragen)\s+sie(?:\s+(?:bitte|ab\s+sofort|die|künftig|nun))* | please\s+use | use)\b",
     )
 });
 

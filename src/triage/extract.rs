@@ -202,7 +202,7 @@ pub(crate) fn tokens(line: &str) -> Vec<Token> {
             continue;
         }
         let lens: Vec<usize> = groups.iter().map(|(s, e)| e - s).collect();
-        if is_date(&lens, &seps) {
+        if is_date(&lens, &seps, line, &groups) {
             continue;
         }
         let digits = |s: usize, e: usize| line[s..e].to_string();
@@ -217,7 +217,10 @@ pub(crate) fn tokens(line: &str) -> Vec<Token> {
         }
         let total: usize = lens.iter().sum();
         let same_sep = seps.windows(2).all(|w| w[0] == w[1]);
-        let grouping = (1..=4).contains(&lens[0]) && lens[1..].iter().all(|l| (2..=4).contains(l));
+        // "6 173 402", "61-73-402", "6.173.402"; or spelled digit by digit.
+        let grouping = ((1..=4).contains(&lens[0])
+            && lens[1..].iter().all(|l| (2..=4).contains(l)))
+            || lens.iter().all(|l| *l == 1);
         if (6..=8).contains(&total) && same_sep && grouping {
             let joined: String = groups.iter().map(|&(s, e)| &line[s..e]).collect();
             out.push(Token {
@@ -274,7 +277,19 @@ fn is_phone(before: &str) -> bool {
     false
 }
 
-fn is_date(lens: &[usize], seps: &[u8]) -> bool {
+/// "18.11.2025", "2025-11-18", "11/25", and month or week with year: "47/2025".
+fn is_date(lens: &[usize], seps: &[u8], line: &str, groups: &[(usize, usize)]) -> bool {
+    let year_at = |g: usize| {
+        groups
+            .get(g)
+            .and_then(|&(s, e)| line.get(s..e))
+            .is_some_and(|y| y.len() == 4 && (y.starts_with("19") || y.starts_with("20")))
+    };
+    match (lens, seps) {
+        ([a, 4], [b'.' | b'/' | b'-']) if (1..=2).contains(a) && year_at(1) => return true,
+        ([4, a], [b'.' | b'/' | b'-']) if (1..=2).contains(a) && year_at(0) => return true,
+        _ => {}
+    }
     match (lens, seps) {
         ([d, m, y], [a, b]) if a == b && matches!(a, b'.' | b'/' | b'-') => {
             ((1..=2).contains(d) && (1..=2).contains(m) && (*y == 2 || *y == 4))
@@ -624,6 +639,8 @@ mod tests {
         assert!(ids("mail 1234567@x.example, https://x.example/1234567").is_empty());
         assert!(ids("198.51.100.35 und 192.0.2.25").is_empty());
         assert_eq!(ids("ID:6284913."), ["6284913"]);
+        assert_eq!(ids("ID 6 1 7 3 4 0 2"), ["6173402"]);
+        assert!(ids("ab KW 47/2025, Stand 11.2025, 2025/11").is_empty());
         assert_eq!(ids("Ticket #7702145"), ["7702145"]);
     }
 

@@ -33,6 +33,8 @@ struct Table {
     /// Byte offset in the output where the current cell's text starts.
     cell_start: usize,
     header_usable: bool,
+    /// The first row used `<th>` cells: a declared header, usable with 2 columns.
+    header_th: bool,
 }
 
 struct Out {
@@ -238,7 +240,8 @@ fn handle_tag(out: &mut Out, tables: &mut Vec<Table>, name: &str, closing: bool)
             if let Some(t) = tables.last_mut() {
                 if t.cell > 0 {
                     if t.row == 0 {
-                        t.header_usable = t.header.len() >= 3
+                        let min_columns = if t.header_th { 2 } else { 3 };
+                        t.header_usable = t.header.len() >= min_columns
                             && t.header
                                 .iter()
                                 .all(|h| !h.chars().any(|c| c.is_ascii_digit()));
@@ -252,6 +255,11 @@ fn handle_tag(out: &mut Out, tables: &mut Vec<Table>, name: &str, closing: bool)
             if closing {
                 finish_cell(out, tables);
             } else {
+                if let Some(t) = tables.last_mut() {
+                    if t.row == 0 && name == "th" {
+                        t.header_th = true;
+                    }
+                }
                 start_cell(out, tables);
             }
         }
@@ -275,7 +283,9 @@ fn start_cell(out: &mut Out, tables: &mut [Table]) {
     }
     if t.row > 0 && t.header_usable {
         if let Some(label) = t.header.get(t.cell).filter(|l| !l.is_empty()) {
-            if t.cell > 0 {
+            // The first column usually names the row ("Feld"), unless the header
+            // was declared with <th>: then it may be "Alte ID".
+            if t.cell > 0 || t.header_th {
                 let label = label.clone();
                 out.push_str(&label);
                 out.text.push_str(": ");
@@ -410,9 +420,17 @@ mod tests {
              <tr><td>Partner-ID</td><td>3318702</td><td><b>6650271</b></td></tr></table>",
         );
         assert!(
-            t.contains("Partner-ID | bisher: 3318702 | neu: 6650271"),
+            t.contains("Feld: Partner-ID | bisher: 3318702 | neu: 6650271"),
             "{t}"
         );
+    }
+
+    #[test]
+    fn two_column_th_header_labels() {
+        let t = html_to_text(
+            "<table><tr><th>Alte ID</th><th>Neue ID</th></tr><tr><td>3318702</td><td>6650271</td></tr></table>",
+        );
+        assert!(t.contains("Alte ID: 3318702 | Neue ID: 6650271"), "{t}");
     }
 
     #[test]

@@ -158,8 +158,14 @@ pub(crate) struct Token {
     pub separated: bool,
 }
 
-/// Groups of digits joined by single separators, e.g. "6 173 402" or "12.11.2025".
-fn runs(line: &str) -> Vec<(Vec<(usize, usize)>, Vec<u8>)> {
+/// Digit groups (byte ranges) joined by single separators, and the separators:
+/// "6 173 402" or "12.11.2025".
+struct Run {
+    groups: Vec<(usize, usize)>,
+    seps: Vec<u8>,
+}
+
+fn runs(line: &str) -> Vec<Run> {
     let bytes = line.as_bytes();
     let mut out = Vec::new();
     let mut i = 0;
@@ -185,7 +191,7 @@ fn runs(line: &str) -> Vec<(Vec<(usize, usize)>, Vec<u8>)> {
             seps.push(bytes[i]);
             i += 1;
         }
-        out.push((groups, seps));
+        out.push(Run { groups, seps });
     }
     out
 }
@@ -194,7 +200,7 @@ fn runs(line: &str) -> Vec<(Vec<(usize, usize)>, Vec<u8>)> {
 pub(crate) fn tokens(line: &str) -> Vec<Token> {
     let bytes = line.as_bytes();
     let mut out = Vec::new();
-    for (groups, seps) in runs(line) {
+    for Run { groups, seps } in runs(line) {
         let (Some(&(start, _)), Some(&(_, end))) = (groups.first(), groups.last()) else {
             continue;
         };

@@ -1,16 +1,83 @@
-//! Placeholder until the extractor lands: every mail goes to review.
+//! The triage pipeline: parse → classify → segment → extract → choose → decide.
+//!
+//! Each stage is a module of its own with its policy documented there; this file only
+//! wires them together. The function is pure (no I/O, no clock) and total: a mail
+//! that cannot be parsed becomes a `review`, never a panic.
 
+use super::choose::choose;
+use super::classify::automated;
+use super::decide::{decide, sender_accounts};
+use super::extract::{find, mail_is_about_ids};
+use super::parse::{parse, Parsed};
+use super::segment::{segment, subject_source, Own, Source};
 use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
 
-pub fn triage(_raw: &[u8], _registry: &Registry, _policy: &Policy) -> Triage {
+/// Triage one raw message (RFC 5322 bytes) against the registry and policy.
+pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
+    let Some(parsed) = parse(raw) else {
+        return Triage {
+            outcome: Outcome::None,
+            mpn_id: None,
+            decision: Decision::Review,
+            reasons: vec!["the mail could not be parsed".to_string()],
+            candidates: Vec::new(),
+            headers: Headers::default(),
+            reseller: None,
+            reject: None,
+        };
+    };
+    if let Some(reason) = automated(&parsed, policy) {
+        return ignored(parsed, reason, registry);
+    }
+
+    let own = Own::new(&policy.own_addresses);
+    let subject = parsed.headers.subject.as_str();
+    let subject_src = subject_source(subject);
+    let blocks: Vec<_> = parsed
+        .texts
+        .iter()
+        .map(|t| segment(t, subject_src == Source::Forwarded, &own))
+        .collect();
+    let about_ids = mail_is_about_ids(subject, &blocks);
+    let choice = choose(find(subject, subject_src, &blocks), about_ids);
+
+    let decided = decide(
+        choice.outcome,
+        choice.id.as_ref(),
+        &choice.review,
+        choice.explanation.as_deref(),
+        &parsed,
+        registry,
+        policy,
+    );
     Triage {
-        outcome: Outcome::None,
+        outcome: choice.outcome,
+        mpn_id: choice.id,
+        decision: decided.decision,
+        reasons: decided.reasons,
+        candidates: choice.candidates,
+        headers: parsed.headers,
+        reseller: decided.reseller,
+        reject: decided.reject,
+    }
+}
+
+fn ignored(parsed: Parsed, reason: String, registry: &Registry) -> Triage {
+    // The account is still useful to an operator looking at an ignored auto-reply.
+    let reseller = parsed.headers.from.as_deref().and_then(|f| {
+        match sender_accounts(f, registry).as_slice() {
+            [one] => Some(one.account.clone()),
+            _ => None,
+        }
+    });
+    Triage {
+        outcome: Outcome::Ignored,
         mpn_id: None,
-        decision: Decision::Review,
-        reasons: vec!["extractor not built yet".into()],
+        decision: Decision::Ignore,
+        reasons: vec![reason],
         candidates: Vec::new(),
-        headers: Headers::default(),
-        reseller: None,
+        headers: parsed.headers,
+        reseller,
         reject: None,
     }
 }

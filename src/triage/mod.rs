@@ -8,7 +8,15 @@
 
 use serde::Serialize;
 
+mod choose;
+mod classify;
+mod cues;
+mod decide;
 mod engine;
+mod extract;
+mod html;
+mod parse;
+mod segment;
 
 pub use engine::triage;
 

@@ -1,0 +1,451 @@
+//! Choose: from all possible IDs of a mail, the one new ID, or none, or ambiguous.
+//!
+//! Policy, in order:
+//! 1. A number loses when it is quoted, in a signature (unless explicitly called the
+//!    new ID there), labelled as something else (order, ticket, phone, …), called
+//!    old/previous/wrong, negated ("nicht 6514802"), an example or placeholder
+//!    ("z. B. 1234567"), starts with 0, or has no ID keyword nearby in a mail that
+//!    is not about IDs at all. An ID that the author calls old or uses as another
+//!    number anywhere loses everywhere.
+//! 2. When both a global account (PGA) and another ID remain, the PGA loses: CSP is
+//!    transacted with the location (PLA) ID.
+//! 3. The rest is ranked: numbers with an ID keyword before bare ones, the author's
+//!    own text (body, subject) before a forwarded message, then "new"/location
+//!    labels before plain labels before weak ones. Exactly one distinct ID at the top
+//!    is the outcome `id`; more than one is `ambiguous`; nothing left is `none`.
+//!
+//! A bare number (no keyword) or a lone PGA may still be the outcome, but is flagged
+//! for review: never apply a wrong ID.
+
+use std::collections::BTreeSet;
+
+use super::extract::{Found, Role, Shape, Strength, Temporal};
+use super::segment::Source;
+use super::{Candidate, MpnId, Outcome};
+
+/// Most candidates reported to the operator.
+const MAX_REPORTED: usize = 40;
+
+pub(crate) struct Choice {
+    pub outcome: Outcome,
+    pub id: Option<MpnId>,
+    pub candidates: Vec<Candidate>,
+    /// Reasons the chosen ID needs a person's look even if all else is fine.
+    pub review: Vec<String>,
+    /// Short explanation of a none/ambiguous outcome.
+    pub explanation: Option<String>,
+}
+
+struct Ranked {
+    found: Found,
+    loss: Option<String>,
+    label: u8,
+    location: u8,
+}
+
+impl Ranked {
+    fn key(&self) -> (bool, u8, u8) {
+        (self.label >= 1, self.location, self.label)
+    }
+
+    fn score(&self) -> i32 {
+        match self.loss {
+            Some(_) => -10 - i32::from(self.found.strength as u8),
+            None => {
+                let (labelled, location, label) = self.key();
+                i32::from(labelled) * 100 + i32::from(location) * 10 + i32::from(label)
+            }
+        }
+    }
+}
+
+pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
+    let mut ranked: Vec<Ranked> = found.into_iter().map(|f| rank(f, about_ids)).collect();
+    disqualify_everywhere(&mut ranked);
+    demote_pga(&mut ranked);
+
+    let best = ranked
+        .iter()
+        .filter(|r| r.loss.is_none())
+        .map(Ranked::key)
+        .max();
+    let mut choice = Choice {
+        outcome: Outcome::None,
+        id: None,
+        candidates: Vec::new(),
+        review: Vec::new(),
+        explanation: None,
+    };
+    let Some(best) = best else {
+        choice.explanation = Some(explain_none(&ranked));
+        choice.candidates = report(ranked, None);
+        return choice;
+    };
+    let top: BTreeSet<String> = ranked
+        .iter()
+        .filter(|r| r.loss.is_none() && r.key() == best)
+        .map(|r| r.found.id.clone())
+        .collect();
+    // A winner named only weakly ("ID", "neu:", or nothing) must be the only ID
+    // left: two numbers of which one is called "ID" are still two numbers.
+    let eligible: BTreeSet<String> = ranked
+        .iter()
+        .filter(|r| r.loss.is_none())
+        .map(|r| r.found.id.clone())
+        .collect();
+    let top = if best.2 <= 1 && eligible.len() > 1 {
+        eligible
+    } else {
+        top
+    };
+    if top.len() > 1 {
+        let list = top.iter().cloned().collect::<Vec<_>>().join(", ");
+        let kind = if best.2 >= 2 { "labelled" } else { "unlabeled" };
+        choice.outcome = Outcome::Ambiguous;
+        choice.explanation = Some(format!(
+            "{} {kind} IDs, none stated as the new one: {list}",
+            top.len()
+        ));
+        for r in &mut ranked {
+            if r.loss.is_none() && top.contains(&r.found.id) {
+                r.loss = Some(format!("ambiguous: one of {list}"));
+            }
+        }
+        choice.candidates = report(ranked, None);
+        return choice;
+    }
+    let Some(winner) = top.into_iter().next() else {
+        choice.candidates = report(ranked, None);
+        return choice;
+    };
+    choice.id = MpnId::parse(&winner).ok();
+    choice.outcome = if choice.id.is_some() {
+        Outcome::Id
+    } else {
+        Outcome::None
+    };
+    let winners: Vec<&Ranked> = ranked
+        .iter()
+        .filter(|r| r.loss.is_none() && r.found.id == winner)
+        .collect();
+    if winners.iter().all(|r| r.found.role == Role::Pga) {
+        choice.review.push(format!(
+            "only a global account (PGA) ID was given: {winner}"
+        ));
+    }
+    if !best.0 {
+        choice
+            .review
+            .push(format!("{winner} is a bare number without an ID keyword"));
+    }
+    for r in &mut ranked {
+        if r.loss.is_none() && r.found.id != winner {
+            r.loss = Some(format!("outranked by {winner}"));
+        }
+    }
+    choice.candidates = report(ranked, Some(&winner));
+    choice
+}
+
+/// "no new ID stated (4417206: called old/previous/wrong)": the numbers of the
+/// author's own text and why none of them is the new ID.
+fn explain_none(ranked: &[Ranked]) -> String {
+    let own: Vec<String> = ranked
+        .iter()
+        .filter(|r| r.found.source != Source::Quoted)
+        .filter_map(|r| r.loss.as_ref().map(|l| format!("{}: {l}", r.found.id)))
+        .take(3)
+        .collect();
+    if own.is_empty() {
+        "no new ID in the author's text".to_string()
+    } else {
+        format!("no new ID stated ({})", own.join("; "))
+    }
+}
+
+fn rank(found: Found, about_ids: bool) -> Ranked {
+    let label = match (found.strength, found.temporal, found.role) {
+        (Strength::Strong, Temporal::New, _) | (Strength::Strong, _, Role::Pla) => 3,
+        (Strength::Strong, _, _) => 2,
+        (Strength::Weak, _, _) if about_ids => 1,
+        (Strength::Weak, Temporal::New, _) => 1,
+        (Strength::None, Temporal::New, _) if about_ids => 1,
+        _ => 0,
+    };
+    let location = match found.source {
+        Source::Body | Source::Subject | Source::Signature => 2,
+        _ => 1,
+    };
+    let loss = loss_of(&found, about_ids, label);
+    Ranked {
+        found,
+        loss,
+        label,
+        location,
+    }
+}
+
+fn loss_of(f: &Found, about_ids: bool, label: u8) -> Option<String> {
+    if f.source == Source::Quoted {
+        return Some("quoted text, not the author's words".into());
+    }
+    match f.shape {
+        Shape::LeadingZero => return Some("starts with 0: not an MPN ID".into()),
+        Shape::Placeholder => return Some("placeholder-like number".into()),
+        Shape::Plain | Shape::Separated => {}
+    }
+    if f.temporal == Temporal::Example {
+        return Some("given as an example".into());
+    }
+    if let Some(d) = &f.distractor {
+        return Some(format!("labelled as \"{d}\", not the ID"));
+    }
+    match f.temporal {
+        Temporal::Old => return Some("called old/previous/wrong".into()),
+        Temporal::Negated => return Some("negated (\"not …\")".into()),
+        _ => {}
+    }
+    if matches!(f.source, Source::Signature | Source::ForwardedSignature)
+        && !(f.strength == Strength::Strong && f.temporal == Temporal::New)
+    {
+        return Some("in the signature".into());
+    }
+    if label == 0 {
+        if !about_ids || f.strength != Strength::None {
+            return Some("no ID keyword nearby".into());
+        }
+        if f.id.len() < 7 {
+            return Some("bare 6-digit number without ID keyword".into());
+        }
+    }
+    None
+}
+
+/// An ID the author calls old, negates, gives as an example or labels as another
+/// number loses in every other place of the mail too.
+fn disqualify_everywhere(ranked: &mut [Ranked]) {
+    let bad: BTreeSet<String> = ranked
+        .iter()
+        .filter(|r| r.found.source != Source::Quoted)
+        .filter(|r| {
+            r.found.distractor.is_some()
+                || matches!(
+                    r.found.temporal,
+                    Temporal::Old | Temporal::Negated | Temporal::Example
+                )
+        })
+        .map(|r| r.found.id.clone())
+        .collect();
+    for r in ranked.iter_mut() {
+        if r.loss.is_none() && bad.contains(&r.found.id) {
+            r.loss = Some("called old or another number elsewhere in this mail".into());
+        }
+    }
+}
+
+fn demote_pga(ranked: &mut [Ranked]) {
+    let other = ranked
+        .iter()
+        .any(|r| r.loss.is_none() && r.found.role != Role::Pga);
+    if !other {
+        return;
+    }
+    for r in ranked.iter_mut() {
+        if r.loss.is_none() && r.found.role == Role::Pga {
+            r.loss = Some("global account (PGA): the location (PLA) ID applies".into());
+        }
+    }
+}
+
+fn describe_win(r: &Ranked) -> String {
+    let mut words = vec!["chosen:"];
+    if r.found.role == Role::Pla {
+        words.push("location (PLA) ID");
+    }
+    match (r.found.strength, r.found.temporal) {
+        (Strength::Strong, Temporal::New) => words.push("labelled new"),
+        (Strength::Strong, _) => words.push("labelled as the ID"),
+        (Strength::Weak, _) => words.push("called \"ID\""),
+        (Strength::None, Temporal::New) => words.push("called new"),
+        (Strength::None, _) => words.push("bare number"),
+    }
+    if matches!(r.found.source, Source::Forwarded) {
+        words.push("in the forwarded message");
+    }
+    words.join(" ")
+}
+
+fn report(mut ranked: Vec<Ranked>, winner: Option<&str>) -> Vec<Candidate> {
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.score()));
+    ranked
+        .into_iter()
+        .take(MAX_REPORTED)
+        .map(|r| {
+            let verdict = match (&r.loss, winner) {
+                (None, Some(w)) if r.found.id == w => describe_win(&r),
+                (Some(loss), _) => format!("lost: {loss}"),
+                (None, _) => "not chosen".to_string(),
+            };
+            let mut source = r.found.source.label().to_string();
+            if r.found.html {
+                source.push_str(" (html)");
+            }
+            Candidate {
+                id: r.found.id.clone(),
+                score: r.score(),
+                evidence: r.found.evidence.clone(),
+                keyword: r.found.keyword.clone(),
+                source,
+                verdict,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn found(
+        id: &str,
+        strength: Strength,
+        temporal: Temporal,
+        role: Role,
+        source: Source,
+    ) -> Found {
+        Found {
+            id: id.into(),
+            source,
+            html: false,
+            evidence: String::new(),
+            keyword: None,
+            strength,
+            temporal,
+            role,
+            distractor: None,
+            shape: Shape::Plain,
+        }
+    }
+
+    #[test]
+    fn pla_beats_pga_and_old_loses_everywhere() {
+        let c = choose(
+            vec![
+                found(
+                    "6120344",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Pga,
+                    Source::Body,
+                ),
+                found(
+                    "6120359",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Pla,
+                    Source::Body,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6120359"));
+        let c = choose(
+            vec![
+                found(
+                    "4039875",
+                    Strength::Strong,
+                    Temporal::New,
+                    Role::Unsaid,
+                    Source::Subject,
+                ),
+                found(
+                    "4039875",
+                    Strength::Strong,
+                    Temporal::Old,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.outcome, Outcome::None);
+        assert!(
+            c.explanation
+                .as_deref()
+                .is_some_and(|e| e.contains("4039875")),
+            "{:?}",
+            c.explanation
+        );
+    }
+
+    #[test]
+    fn weak_winner_must_be_alone() {
+        let c = choose(
+            vec![
+                found(
+                    "6820174",
+                    Strength::None,
+                    Temporal::New,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+                found(
+                    "6820190",
+                    Strength::None,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.outcome, Outcome::Ambiguous);
+    }
+
+    #[test]
+    fn body_beats_forwarded_and_bare_numbers_need_review() {
+        let c = choose(
+            vec![
+                found(
+                    "6931057",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+                found(
+                    "6931099",
+                    Strength::Strong,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Forwarded,
+                ),
+            ],
+            true,
+        );
+        assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6931057"));
+        let c = choose(
+            vec![found(
+                "6931057",
+                Strength::None,
+                Temporal::Unsaid,
+                Role::Unsaid,
+                Source::Body,
+            )],
+            true,
+        );
+        assert_eq!(c.outcome, Outcome::Id);
+        assert!(!c.review.is_empty());
+        let c = choose(
+            vec![found(
+                "6931057",
+                Strength::None,
+                Temporal::Unsaid,
+                Role::Unsaid,
+                Source::Body,
+            )],
+            false,
+        );
+        assert_eq!(c.outcome, Outcome::None);
+    }
+}

@@ -1,0 +1,338 @@
+//! The vocabulary of the extractor: which words name the ID, which name other numbers,
+//! and which words say "new", "old", "example", "global account" or "location".
+//!
+//! Policy: every pattern here is about language, never about one mail of the corpus.
+//! German and English are covered, formal and sloppy (compounds such as
+//! "Kundennummer" or "Bestellnr." included). All regexes are compiled once; they run
+//! on short context windows around a number, never on a whole mail, except
+//! [`mentions_id_topic`], which is one linear scan.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+/// One match of a cue inside a context window: byte range and the matched text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cue {
+    pub start: usize,
+    pub end: usize,
+    pub text: String,
+}
+
+fn compile(pattern: &str) -> Regex {
+    // The patterns are constants of this module; a typo must fail the unit tests,
+    // never a mail, so `expect` is acceptable here.
+    Regex::new(pattern).expect("built-in cue pattern must compile")
+}
+
+/// Names of the ID that are specific enough on their own ("MPN-ID", "Standort-ID",
+/// "Partner Location Account", "Microsoft AI Cloud Partner Program ID", ...).
+static STRONG_KEYWORD: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:
+            (?:microsoft[\s-]+)?(?:ai[\s-]+)?cloud[\s-]+partner[\s-]+program(?:me)?(?:[\s-]*(?:id|nummer|number|no\.?|nr\.?))?
+          | (?:microsoft[\s-]+)?partner[\s-]+program(?:me)?[\s-]+id
+          | (?:microsoft[\s-]+)?partner[\s-]+network[\s-]+id
+          | (?:microsoft[\s-]+)?partner[\s-]+location[\s-]+account(?:[\s-]*id)?
+          | (?:microsoft[\s-]+)?partner[\s-]+global[\s-]+account(?:[\s-]*id)?
+          | global[\s-]+account[\s-]*id
+          | location[\s-]*mpn[\s-]*id
+          | (?:microsoft[\s-]*)?(?:mpn|pla|pga|csp|reseller|partner|standort|location|mcpp)[\s-]*(?:ids?|nummer|nr\.?|number|no\.?|kennung|kennnummer)
+          | (?:microsoft[\s-]*)?partner[\s-]*center[\s-]*id
+          | partnerid | partnernummer | partnerkennung | standortnummer | standortkennung
+          | mpn | pla | pga | mcpp
+        )(?:\b|$)",
+    )
+});
+
+/// Words that may name the ID but also many other things ("ID", "Kennung"): they
+/// count only in a mail that is about the ID at all.
+static WEAK_KEYWORD: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)\b(?:ids?|kennung|kennnummer)\b"));
+
+/// Labels of numbers that are not the ID. German compounds are matched by their
+/// first word ("Kundennummer", "Bestellnr", "Rechnungs-Nr."), and a trailing
+/// "-ID"/"Nr."/"number" is swallowed so that "Tenant-ID" is one distractor, not a
+/// distractor followed by the keyword "ID".
+static DISTRACTOR: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        (?:\b|^)(?:
+            kunden?\w* | kd\.?[\s-]*nr\.? | customer\w* | client\w* | debitor\w* | kreditor\w* | lieferant\w* | supplier\w* | vendor\w*
+          | konto\w* | account[\s-]*(?:no\.?|number|\#) | antrag\w* | antrags\w* | application\w*
+          | bestell\w* | order\w* | auftrag\w* | auftrags\w* | purchase | po | lieferschein\w* | lieferung\w* | delivery | sendung\w* | tracking
+          | angebot\w* | quote | quotation | vertrag\w* | vertrags\w* | contract\w* | subscription\w* | abonnement\w* | abo | lizenz\w* | licen[cs]e\w*
+          | serial | serien\w* | artikel\w* | sku | produkt\w* | product\w*
+          | rechnung\w* | rechnungs\w* | invoice\w* | beleg\w* | gutschrift\w* | zahlung\w* | payment\w* | betrag | amount | eur | euro | usd | gbp | chf
+          | ticket\w* | case | fallnummer | servicefall\w* | service[\s-]*(?:ticket|case) | vorgang\w* | vorgangs\w* | incident\w* | request\w* | anfrage\w* | support\w* | service[\s-]*request
+          | aktenzeichen | az\.? | referenz\w* | reference\w* | ref\.? | message[\s-]*id
+          | tel\.? | telefon\w* | telephone | phone\w* | fon | fax\w* | telefax | mobil\w* | mobile | handy | cell | durchwahl | hotline | whatsapp | reach\s+me | erreichbar\w* | call | anrufen | rückruf\w* | ruf
+          | hrb | hra | handelsregister\w* | registergericht\w* | amtsgericht\w* | register(?:nummer|nr)? | registered(?:\s+(?:in|no\.?|number|office|company))? | reg\.?\s*no\.?
+          | company[\s-]*(?:no\.?|number|reg\w*) | companies[\s-]+house | crn | kvk | abn | acn | cvr | eori | chamber | handelskammer | ihk | registration[\s-]*(?:no\.?|number|nr\.?) | org\.?[\s-]*nr\.? | organisasjonsnummer | siret | siren | kbo | btw | duns | gln
+          | ust\w* | vat\w* | steuer\w* | st\.?[\s-]*nr\.? | tax\w* | uid | mwst\w*
+          | iban | bic | swift | blz | bank\w* | sort[\s-]*code | routing
+          | plz | postleitzahl | zip | postal\w* | postcode | post[\s-]+code | postfach | p\.?\s*o\.?\s*box
+          | tenant\w* | mandant\w* | guid | domain\w* | verzeichnis\w* | directory | object[\s-]*id
+          | version | build | \w*code | pin | tan | otp | imei
+        )(?:[\s-]*(?:ids?|nr\.?|nummer|number|no\.?|\#))?\b",
+    )
+});
+
+/// Words that say the number next to them is the new one ("neue", "richtig",
+/// "ab sofort", "→").
+static NEW: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        (?:\bersetzt\s+durch\b | \breplaced\s+(?:by|with)\b | -> | → | => )
+      | \b(?:neu|neue|neuen|neuer|neues|new|newly|richtig\w* | korrekt\w* | correct(?:ed)? | korrektur | correction
+           | right | berichtigt\w* | aktualisiert\w* | updated | künftig\w* | zukünftig\w* | nunmehr
+           | ab\s+sofort | from\s+now\s+on | going\s+forward
+           | (?:verwenden|nutzen|nehmen|hinterlegen|tragen)\s+sie(?:\s+(?:bitte|ab\s+sofort|die|künftig|nun))* | please\s+use | use)\b",
+    )
+});
+
+/// Words that say the number next to them is an old, revoked or wrong one.
+static OLD: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:alt|alte|alten|alter|altes|bisher\w* | vorher\w* | ehemalig\w* | früher\w* | frueher\w* | old|older
+           | previous\w* | former\w* | prior | revoked | widerrufen\w* | gesperrt\w* | ungültig\w* | ungueltig\w*
+           | invalid\w* | deaktiviert\w* | deactivated | expired | abgelaufen\w* | falsch\w* | wrong | incorrect
+           | fehlerhaft\w* | typo | zahlendreher | vertippt | gelöscht\w* | deleted | obsolete | veraltet\w*
+           | ursprünglich\w* | no\s+longer | nicht\s+mehr)\b",
+    )
+});
+
+/// A negation right before the number: "(nicht 6514802)", "instead of 6514802".
+static NEGATION: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:nicht|not|statt|anstatt|anstelle|instead\s+of|rather\s+than|kein|keine|never|nie)\b",
+    )
+});
+
+/// "z. B. 1234567", "e.g. 1234567", "Beispiel: 1234567".
+static EXAMPLE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        (?:\bz\.\s?b\.|\be\.\s?g\.|\bzb\b|\bbsp\.|\bbeispiel\w*|\bexample\w*|\bfor\s+instance\b|\bsuch\s+as\b
+          |\bmuster\w*|\bsample\b|\bplaceholder\b|\bplatzhalter\w*|\bdummy\b|\bxxx+)",
+    )
+});
+
+/// The global account (PGA): not the ID to apply when a location ID is also given.
+static ROLE_PGA: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:pga | partner[\s-]+global[\s-]+account | global\w*[\s-]+account\w* | globale?\w*[\s-]+(?:id|konto|kennung|partner\w*)
+           | headquarters? | hauptsitz | unternehmens[\s-]*(?:id|konto|ebene) | firmen[\s-]*(?:id|konto)
+           | company[\s-]*(?:level|wide)[\s-]*id | organi[sz]ation(?:al)?[\s-]*(?:id|level))\b",
+    )
+});
+
+/// The location account (PLA): the ID CSP transacts with, so the one to apply.
+static ROLE_PLA: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:pla | partner[\s-]+location[\s-]+account | location\w* | standort\w* | niederlassung\w* | filiale | branch
+           | reseller[\s-]*id | indirect[\s-]+reseller | indirekte[rn]?[\s-]+reseller | transaktions\w* | transactional)\b",
+    )
+});
+
+/// Old/new said right after the number: "4039875 (alt)", "6514802 war falsch",
+/// "4039875 -> 6057318", "4039875 wird ersetzt".
+static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        ^\s*(?:
+            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b
+          | (?:ist|is|was|war|wurde|has\s+been|wird|will\s+be)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
+          | (?:->|→|=>|-->)
+          | (?:ersetzt|replaced)\b
+        )",
+    )
+});
+
+static AFTER_NEW: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        ^\s*(?:
+            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:neu\w*|new|richtig\w*|correct|korrekt\w*)\b
+          | (?:ist|is)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:neue\w*|new|richtig\w*|correct|korrekt\w*)\b
+        )",
+    )
+});
+
+/// A parenthesis (or dash note) right after a number, e.g. "6120344 (PGA)".
+static AFTER_NOTE: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"^\s*[:\-–]?\s*[\(\[]([^\)\]\n]{0,40})[\)\]]"));
+
+/// Words that show the mail is about the ID at all; used to allow weak keywords and
+/// bare numbers. "Partner Center" is included: people describe where they read it.
+static TOPIC: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:mpn | pla | partner[\s-]*ids? | partnerid | partner[\s-]*nummer | partnernummer | standort[\s-]*id
+           | location[\s-]*id | partner[\s-]+center | partner[\s-]+location | partner[\s-]+program\w* | mcpp)\b",
+    )
+});
+
+fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
+    re.find_iter(text)
+        .map(|m| Cue {
+            start: m.start(),
+            end: m.end(),
+            text: m.as_str().to_string(),
+        })
+        .collect()
+}
+
+/// ID keywords in `text`, strong first-class names and weak ones, with weak or strong
+/// matches inside a distractor ("Tenant-ID", "Kunden-Nr.") removed.
+pub(crate) fn keywords(text: &str) -> (Vec<Cue>, Vec<Cue>) {
+    let distractors = distractors(text);
+    let overlaps = |c: &Cue| {
+        distractors
+            .iter()
+            .any(|d| c.start < d.end && d.start < c.end)
+    };
+    let strong: Vec<Cue> = all_matches(&STRONG_KEYWORD, text)
+        .into_iter()
+        .filter(|c| !overlaps(c))
+        .collect();
+    let weak: Vec<Cue> = all_matches(&WEAK_KEYWORD, text)
+        .into_iter()
+        .filter(|c| !overlaps(c) && !strong.iter().any(|s| c.start < s.end && s.start < c.end))
+        .collect();
+    (strong, weak)
+}
+
+pub(crate) fn distractors(text: &str) -> Vec<Cue> {
+    all_matches(&DISTRACTOR, text)
+}
+
+pub(crate) fn new_words(text: &str) -> Vec<Cue> {
+    all_matches(&NEW, text)
+}
+
+pub(crate) fn old_words(text: &str) -> Vec<Cue> {
+    all_matches(&OLD, text)
+}
+
+pub(crate) fn negations(text: &str) -> Vec<Cue> {
+    all_matches(&NEGATION, text)
+}
+
+pub(crate) fn examples(text: &str) -> Vec<Cue> {
+    all_matches(&EXAMPLE, text)
+}
+
+pub(crate) fn pga_words(text: &str) -> Vec<Cue> {
+    all_matches(&ROLE_PGA, text)
+}
+
+pub(crate) fn pla_words(text: &str) -> Vec<Cue> {
+    all_matches(&ROLE_PLA, text)
+}
+
+pub(crate) fn after_says_old(after: &str) -> bool {
+    AFTER_OLD.is_match(after)
+}
+
+pub(crate) fn after_says_new(after: &str) -> bool {
+    AFTER_NEW.is_match(after)
+}
+
+/// The text of a parenthetical note right after a number, if any.
+pub(crate) fn after_note(after: &str) -> Option<&str> {
+    AFTER_NOTE
+        .captures(after)
+        .and_then(|c| c.get(1))
+        .map(|m| m.as_str())
+}
+
+/// Length in bytes of a parenthetical note at the start of `text` ("(PGA) und "):
+/// the note belongs to the number before it, not to the next one.
+pub(crate) fn leading_note_len(text: &str) -> usize {
+    AFTER_NOTE.find(text).map_or(0, |m| m.end())
+}
+
+pub(crate) fn mentions_id_topic(text: &str) -> bool {
+    TOPIC.is_match(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(cues: &[Cue]) -> Vec<&str> {
+        cues.iter().map(|c| c.text.as_str()).collect()
+    }
+
+    #[test]
+    fn strong_keywords_cover_the_names_of_the_id() {
+        for name in [
+            "MPN-ID",
+            "MPN ID",
+            "MPN-Nummer",
+            "Partner-ID",
+            "PartnerID",
+            "Partner ID",
+            "PLA",
+            "PLA-ID",
+            "Partner Location Account",
+            "Partner Location Account ID",
+            "Standort-ID",
+            "Location ID",
+            "Location MPN ID",
+            "Microsoft AI Cloud Partner Program ID",
+            "Partnernummer",
+            "Microsoft Partner-ID",
+        ] {
+            let (strong, _) = keywords(&format!("unsere {name}: 1"));
+            assert!(!strong.is_empty(), "{name} not recognised");
+        }
+    }
+
+    #[test]
+    fn distractor_swallows_a_trailing_id() {
+        let (strong, weak) = keywords("Die neue Tenant-ID ist");
+        assert!(strong.is_empty());
+        assert!(weak.is_empty(), "{:?}", texts(&weak));
+        assert_eq!(texts(&distractors("Ihre Kundennummer")), ["Kundennummer"]);
+        assert_eq!(texts(&distractors("Bestellnr. 4")), ["Bestellnr"]);
+    }
+
+    #[test]
+    fn partner_center_is_not_an_id_keyword_but_is_topic() {
+        let (strong, weak) = keywords("im Partner Center stehen zwei Nummern");
+        assert!(strong.is_empty() && weak.is_empty());
+        assert!(mentions_id_topic("im Partner Center stehen zwei Nummern"));
+        assert!(!mentions_id_topic("Ihre Bestellung wurde versandt"));
+    }
+
+    #[test]
+    fn after_patterns() {
+        assert!(after_says_old(" (alt), 6057318"));
+        assert!(after_says_old(" war falsch"));
+        assert!(after_says_old(" -> "));
+        assert!(!after_says_old(" ein und stellen Sie"));
+        assert!(after_says_new(" (neu)"));
+        assert_eq!(after_note(" (PGA) und "), Some("PGA"));
+        assert_eq!(leading_note_len(" (PGA) und "), 6);
+        assert_eq!(leading_note_len(" (nicht "), 0);
+    }
+
+    #[test]
+    fn markers() {
+        assert_eq!(texts(&old_words("unsere bisherige MPN-ID")), ["bisherige"]);
+        assert_eq!(texts(&new_words("Die richtige MPN-ID")), ["richtige"]);
+        assert_eq!(texts(&negations("(nicht ")), ["nicht"]);
+        assert!(!examples("z. B. ").is_empty());
+        assert_eq!(texts(&pga_words("für den global account (PGA)")).len(), 2);
+        assert_eq!(
+            texts(&pla_words("Partner-ID (Standort München)")),
+            ["Standort"]
+        );
+    }
+}

@@ -1,0 +1,725 @@
+//! Extract: find the numbers that could be an MPN/PLA ID and read what the words
+//! around each one say about it.
+//!
+//! Owns the number shapes (6 to 8 digits, also typed with separators as in
+//! "6 173 402"; dates, phone numbers, IBAN/VAT fragments, codes glued to letters and
+//! GUIDs, URLs and mail addresses are not candidates) and the reading of the context:
+//! the ID keyword nearest before the number (or right after it), a distractor label
+//! that is nearer ("Bestellung 40078125"), old/new words next to the number or its
+//! keyword ("alte MPN-ID", "neu:", "(nicht 6514802)", "4039875 (alt)"), example
+//! words ("z. B."), and whether the number is the global account (PGA) or the
+//! location (PLA).
+//!
+//! Context never crosses a sentence end, and reaches at most a few lines up, so a
+//! label in a heading ("Partner-ID:" above "alt: … / neu: …") still counts. Every
+//! window is short, so the work per number is bounded.
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::cues::{self, Cue};
+use super::segment::{Block, Source};
+
+/// How clearly the number is named as the ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Strength {
+    None,
+    Weak,
+    Strong,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Temporal {
+    Unsaid,
+    New,
+    Old,
+    Negated,
+    Example,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    Unsaid,
+    Pga,
+    Pla,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    Plain,
+    Separated,
+    LeadingZero,
+    Placeholder,
+}
+
+/// One occurrence of a possible ID and what its context says.
+#[derive(Clone, Debug)]
+pub(crate) struct Found {
+    pub id: String,
+    pub source: Source,
+    pub html: bool,
+    pub evidence: String,
+    pub keyword: Option<String>,
+    pub strength: Strength,
+    pub temporal: Temporal,
+    pub role: Role,
+    pub distractor: Option<String>,
+    pub shape: Shape,
+}
+
+/// Most possible IDs examined per mail: a mail with more numbers is no reseller note.
+const MAX_FOUND: usize = 200;
+/// How far back (bytes) an ID keyword may stand from its number.
+const KEYWORD_REACH: usize = 160;
+/// How far back an old/new word may stand before the keyword ("die bisherige MPN-ID").
+const ADJECTIVE_REACH: usize = 20;
+/// How near a negation must be: "(nicht 6514802)".
+const NEGATION_REACH: usize = 16;
+/// How near an example word must be: "z. B. 1234567".
+const EXAMPLE_REACH: usize = 30;
+/// How far forward a keyword or role may stand: "7716204 as our … ID for the … (PGA)".
+const FORWARD_REACH: usize = 110;
+/// How many lines up a heading may label a number.
+const LINES_UP: usize = 3;
+
+static BLANK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)
+        [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
+      | \b(?:https?://|www\.)\S+
+      | [\w.+%-]+@[\w.-]+\.[a-z]{2,}",
+    )
+    .expect("static regex")
+});
+
+/// Finds the possible IDs in the subject and the blocks of a mail.
+pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> Vec<Found> {
+    let mut found = Vec::new();
+    let subject_block = Block {
+        lines: vec![super::segment::Line {
+            text: subject.to_string(),
+            source: subject_source,
+        }],
+        html: false,
+    };
+    for block in std::iter::once(&subject_block).chain(blocks) {
+        let blanked: Vec<String> = block.lines.iter().map(|l| blank(&l.text)).collect();
+        for (index, line) in block.lines.iter().enumerate() {
+            if found.len() >= MAX_FOUND {
+                return found;
+            }
+            if line.text.bytes().filter(u8::is_ascii_digit).count() < 6 {
+                continue;
+            }
+            for token in tokens(&blanked[index]) {
+                if found.len() >= MAX_FOUND {
+                    break;
+                }
+                found.push(read_context(block, &blanked, index, &token));
+            }
+        }
+    }
+    found
+}
+
+/// Whether a line of the author's (or forwarded) text talks about the ID at all.
+pub(crate) fn mail_is_about_ids(subject: &str, blocks: &[Block]) -> bool {
+    cues::mentions_id_topic(subject)
+        || blocks.iter().flat_map(|b| &b.lines).any(|l| {
+            matches!(l.source, Source::Body | Source::Forwarded | Source::Subject)
+                && cues::mentions_id_topic(&l.text)
+        })
+}
+
+/// Replaces GUIDs, URLs and mail addresses with 'x' of the same byte length, so
+/// their digits are not numbers while byte offsets stay valid.
+fn blank(line: &str) -> String {
+    if !line.bytes().any(|b| b.is_ascii_digit()) {
+        return line.to_string();
+    }
+    let mut out = String::with_capacity(line.len());
+    let mut last = 0;
+    for m in BLANK.find_iter(line) {
+        out.push_str(&line[last..m.start()]);
+        out.extend(std::iter::repeat_n('x', m.end() - m.start()));
+        last = m.end();
+    }
+    out.push_str(&line[last..]);
+    out
+}
+
+/// A number in a line that has the shape of an ID.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub start: usize,
+    pub end: usize,
+    pub digits: String,
+    pub separated: bool,
+}
+
+/// Digit groups (byte ranges) joined by single separators, and the separators:
+/// "6 173 402" or "12.11.2025".
+struct Run {
+    groups: Vec<(usize, usize)>,
+    seps: Vec<u8>,
+}
+
+fn runs(line: &str) -> Vec<Run> {
+    let bytes = line.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let mut groups = Vec::new();
+        let mut seps = Vec::new();
+        loop {
+            let start = i;
+            while i < bytes.len() && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            groups.push((start, i));
+            let joined = i + 1 < bytes.len()
+                && matches!(bytes[i], b' ' | b'-' | b'.' | b'/')
+                && bytes[i + 1].is_ascii_digit();
+            if !joined || groups.len() >= 12 {
+                break;
+            }
+            seps.push(bytes[i]);
+            i += 1;
+        }
+        out.push(Run { groups, seps });
+    }
+    out
+}
+
+/// The ID-shaped numbers of a line (see the module documentation).
+pub(crate) fn tokens(line: &str) -> Vec<Token> {
+    let bytes = line.as_bytes();
+    let mut out = Vec::new();
+    for Run { groups, seps } in runs(line) {
+        let (Some(&(start, _)), Some(&(_, end))) = (groups.first(), groups.last()) else {
+            continue;
+        };
+        if glued_before(line, start) || glued_after(bytes, end) || is_phone(&line[..start]) {
+            continue;
+        }
+        let lens: Vec<usize> = groups.iter().map(|(s, e)| e - s).collect();
+        if is_date(&lens, &seps, line, &groups) {
+            continue;
+        }
+        let digits = |s: usize, e: usize| line[s..e].to_string();
+        if lens.iter().all(|l| (6..=8).contains(l)) {
+            out.extend(groups.iter().map(|&(s, e)| Token {
+                start: s,
+                end: e,
+                digits: digits(s, e),
+                separated: false,
+            }));
+            continue;
+        }
+        let total: usize = lens.iter().sum();
+        let same_sep = seps.windows(2).all(|w| w[0] == w[1]);
+        // "6 173 402", "61-73-402", "6.173.402"; or spelled digit by digit.
+        let grouping = ((1..=4).contains(&lens[0])
+            && lens[1..].iter().all(|l| (2..=4).contains(l)))
+            || lens.iter().all(|l| *l == 1);
+        if (6..=8).contains(&total) && same_sep && grouping {
+            let joined: String = groups.iter().map(|&(s, e)| &line[s..e]).collect();
+            out.push(Token {
+                start,
+                end,
+                digits: joined,
+                separated: true,
+            });
+        }
+    }
+    out
+}
+
+/// A letter right before the number, or a code like "R-20085" / "ST-2025-0193".
+fn glued_before(line: &str, start: usize) -> bool {
+    let mut before = line[..start].chars().rev();
+    let Some(prev) = before.next() else {
+        return false;
+    };
+    if prev.is_alphabetic() || prev == '_' {
+        return true;
+    }
+    // "R-20085", "v1.2", "DE-1234567": a code, not a number.
+    matches!(prev, '-' | '/' | '.' | '+') && before.next().is_some_and(char::is_alphanumeric)
+}
+
+fn glued_after(bytes: &[u8], end: usize) -> bool {
+    let Some(&next) = bytes.get(end) else {
+        return false;
+    };
+    if next.is_ascii_alphabetic() || next == b'_' || next == b'@' {
+        return true;
+    }
+    matches!(next, b'-' | b'/')
+        && bytes
+            .get(end + 1)
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+}
+
+/// "+49 …" or "(512) 555-0148": a phone number.
+fn is_phone(before: &str) -> bool {
+    let t = before.trim_end();
+    if t.ends_with('+') {
+        return true;
+    }
+    if let Some(inner) = t.strip_suffix(')') {
+        let digits = inner
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_digit())
+            .count();
+        return digits > 0 && inner[..inner.len() - digits].ends_with('(');
+    }
+    false
+}
+
+/// "18.11.2025", "2025-11-18", "11/25", and month or week with year: "47/2025".
+fn is_date(lens: &[usize], seps: &[u8], line: &str, groups: &[(usize, usize)]) -> bool {
+    let year_at = |g: usize| {
+        groups
+            .get(g)
+            .and_then(|&(s, e)| line.get(s..e))
+            .is_some_and(|y| y.len() == 4 && (y.starts_with("19") || y.starts_with("20")))
+    };
+    match (lens, seps) {
+        ([a, 4], [b'.' | b'/' | b'-']) if (1..=2).contains(a) && year_at(1) => return true,
+        ([4, a], [b'.' | b'/' | b'-']) if (1..=2).contains(a) && year_at(0) => return true,
+        _ => {}
+    }
+    match (lens, seps) {
+        ([d, m, y], [a, b]) if a == b && matches!(a, b'.' | b'/' | b'-') => {
+            ((1..=2).contains(d) && (1..=2).contains(m) && (*y == 2 || *y == 4))
+                || (*d == 4 && (1..=2).contains(m) && (1..=2).contains(y))
+        }
+        _ => false,
+    }
+}
+
+fn shape_of(token: &Token) -> Shape {
+    let d = token.digits.as_bytes();
+    if d.first() == Some(&b'0') {
+        return Shape::LeadingZero;
+    }
+    let step = |up: bool| {
+        d.windows(2).all(|w| {
+            if up {
+                w[1] == w[0] + 1
+            } else {
+                w[0] == w[1] + 1
+            }
+        })
+    };
+    let same = d.windows(2).all(|w| w[0] == w[1]);
+    if same || step(true) || step(false) {
+        return Shape::Placeholder;
+    }
+    if token.separated {
+        Shape::Separated
+    } else {
+        Shape::Plain
+    }
+}
+
+/// Start of the current sentence in `s`: just after the last ". ", "! " or "? "
+/// (an abbreviation such as "Nr." or "z. B." does not end a sentence).
+fn sentence_start(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = b.len();
+    while i > 1 {
+        i -= 1;
+        if b[i - 1] != b'.' && b[i - 1] != b'!' && b[i - 1] != b'?' {
+            continue;
+        }
+        if !b[i].is_ascii_whitespace() {
+            continue;
+        }
+        if b[i - 1] != b'.' || ends_sentence_with_period(&s[..i - 1]) {
+            return i;
+        }
+    }
+    0
+}
+
+/// End of the sentence that starts `s` (index of its terminator), or `s.len()`.
+fn sentence_end(s: &str) -> usize {
+    let b = s.as_bytes();
+    for i in 0..b.len() {
+        if matches!(b[i], b'.' | b'!' | b'?')
+            && b.get(i + 1).is_none_or(u8::is_ascii_whitespace)
+            && (b[i] != b'.' || ends_sentence_with_period(&s[..i]))
+        {
+            return i;
+        }
+    }
+    s.len()
+}
+
+/// Whether a period after `before` ends a sentence rather than an abbreviation:
+/// after a word of 4+ letters, a digit or a closing parenthesis.
+fn ends_sentence_with_period(before: &str) -> bool {
+    let word: String = before
+        .chars()
+        .rev()
+        .take_while(|c| c.is_alphanumeric() || *c == ')')
+        .collect();
+    if word.starts_with(')') || word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
+        return true;
+    }
+    word.chars().count() >= 4
+}
+
+/// Largest index `<= i` that is a char boundary of `s`.
+fn floor_boundary(s: &str, mut i: usize) -> usize {
+    i = i.min(s.len());
+    while i > 0 && !s.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_boundary(s: &str, mut i: usize) -> usize {
+    while i < s.len() && !s.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(s.len())
+}
+
+/// The text before a number that may speak about it: the current sentence, reaching
+/// up to a few lines above when the number's own line has no sentence end (a heading
+/// "Partner-ID:" or a label line above the number). Returns the context and the
+/// offset in it where the number's own line starts.
+fn backward_context(
+    block: &Block,
+    blanked: &[String],
+    index: usize,
+    start: usize,
+) -> (String, usize) {
+    let own = &blanked[index][..start];
+    let mut above: Vec<&str> = Vec::new();
+    if sentence_start(own) == 0 {
+        let source = block.lines[index].source;
+        let mut blanks = 0;
+        for up in (0..index).rev().take(LINES_UP + 1) {
+            if block.lines[up].source != source || above.len() >= LINES_UP {
+                break;
+            }
+            let text = blanked[up].trim_end();
+            if text.trim().is_empty() {
+                blanks += 1;
+                if blanks > 1 {
+                    break;
+                }
+                continue;
+            }
+            if text.ends_with(['.', '!', '?']) {
+                break;
+            }
+            above.push(text);
+            if text.ends_with(':') {
+                break;
+            }
+        }
+    }
+    let mut ctx = String::new();
+    for line in above.iter().rev() {
+        ctx.push_str(line);
+        ctx.push('\n');
+    }
+    let line_start = ctx.len();
+    ctx.push_str(own);
+    let from = sentence_start(&ctx);
+    let from = floor_boundary(&ctx, from.max(ctx.len().saturating_sub(KEYWORD_REACH * 2)));
+    let from = ceil_boundary(&ctx, from);
+    let clause = ctx[from..].to_string();
+    (clause, line_start.saturating_sub(from))
+}
+
+/// The text after a number up to the end of its sentence, the next number, or
+/// [`FORWARD_REACH`] bytes.
+fn forward_context(line: &str, end: usize) -> &str {
+    let rest = &line[end..];
+    let mut stop = sentence_end(rest).min(FORWARD_REACH);
+    if let Some(next_digit) = rest.find(|c: char| c.is_ascii_digit()) {
+        stop = stop.min(next_digit);
+    }
+    &rest[..floor_boundary(rest, stop)]
+}
+
+/// End offset of the last number (3+ digits) in `s`, 0 when there is none.
+fn last_number_end(s: &str) -> usize {
+    let b = s.as_bytes();
+    let mut i = b.len();
+    while i > 0 {
+        if b[i - 1].is_ascii_digit() {
+            let end = i;
+            while i > 0 && b[i - 1].is_ascii_digit() {
+                i -= 1;
+            }
+            if end - i >= 3 {
+                return end;
+            }
+        } else {
+            i -= 1;
+        }
+    }
+    0
+}
+
+fn nearest(cues: Vec<Cue>) -> Option<Cue> {
+    cues.into_iter().max_by_key(|c| c.end)
+}
+
+fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) -> Found {
+    let line = &blanked[index];
+    let (clause, line_start) = backward_context(block, blanked, index, token.start);
+    let after = forward_context(line, token.end);
+
+    // The ID keyword: nearest before the number, else right after it.
+    let (strong, weak) = cues::keywords(&clause);
+    let backward_kw = nearest(strong.iter().chain(weak.iter()).cloned().collect())
+        .filter(|k| clause.len() - k.end <= KEYWORD_REACH);
+    let mut strength = match &backward_kw {
+        Some(_) if !strong.is_empty() => Strength::Strong,
+        Some(_) => Strength::Weak,
+        None => Strength::None,
+    };
+    let mut keyword = backward_kw.as_ref().map(|k| k.text.clone());
+    if backward_kw.is_none() {
+        let (fs, fw) = cues::keywords(after);
+        if let Some(k) = fs.first() {
+            strength = Strength::Strong;
+            keyword = Some(k.text.clone());
+        } else if let Some(k) = fw.first() {
+            strength = Strength::Weak;
+            keyword = Some(k.text.clone());
+        }
+    }
+
+    // A distractor label nearer than the keyword ("… MPN-ID / Bestellung 40078125").
+    let distractor = nearest(cues::distractors(&clause))
+        .filter(|d| clause.len() - d.end <= KEYWORD_REACH)
+        .filter(|d| backward_kw.as_ref().is_none_or(|k| d.end > k.end))
+        .map(|d| d.text)
+        .or_else(|| {
+            if backward_kw.is_some() {
+                return None;
+            }
+            cues::after_note(after)
+                .and_then(|note| nearest(cues::distractors(note)))
+                .map(|d| d.text)
+        });
+
+    // Old/new and PGA/PLA are read in a window that starts after the previous
+    // number (and its parenthetical note) and not far before the keyword.
+    let window = marker_window(&clause, line_start, backward_kw.as_ref());
+    let temporal = temporal_of(window, after);
+    let role = role_of(window, after);
+
+    let evidence: String = block.lines[index].text.trim().chars().take(240).collect();
+    Found {
+        id: token.digits.clone(),
+        source: block.lines[index].source,
+        html: block.html,
+        evidence,
+        keyword: keyword.map(|k| k.trim().to_string()),
+        strength,
+        temporal,
+        role,
+        distractor,
+        shape: shape_of(token),
+    }
+}
+
+fn marker_window<'a>(clause: &'a str, line_start: usize, kw: Option<&Cue>) -> &'a str {
+    let prev = last_number_end(clause);
+    let after_prev = prev + cues::leading_note_len(&clause[prev..]);
+    let own_line_text = clause.get(line_start..).unwrap_or("");
+    let from = match kw {
+        // Keyword on a line above: only a label on the number's own line speaks,
+        // unless the number stands alone on its line.
+        Some(k) if k.end <= line_start && !own_line_text.trim().is_empty() => line_start,
+        Some(k) => k.start.saturating_sub(ADJECTIVE_REACH),
+        None => clause.len().saturating_sub(40).max(line_start),
+    };
+    let from = ceil_boundary(clause, from.max(after_prev).min(clause.len()));
+    &clause[from..]
+}
+
+fn temporal_of(window: &str, after: &str) -> Temporal {
+    if cues::after_says_old(after) {
+        return Temporal::Old;
+    }
+    if cues::after_says_new(after) {
+        return Temporal::New;
+    }
+    let len = window.len();
+    let mut best: Option<(usize, Temporal)> = None;
+    let mut consider = |cues: Vec<Cue>, t: Temporal, reach: Option<usize>| {
+        for c in cues {
+            if reach.is_some_and(|r| len - c.end > r) {
+                continue;
+            }
+            if best.is_none_or(|(end, _)| c.end > end) {
+                best = Some((c.end, t));
+            }
+        }
+    };
+    consider(cues::new_words(window), Temporal::New, None);
+    consider(cues::old_words(window), Temporal::Old, None);
+    consider(
+        cues::negations(window),
+        Temporal::Negated,
+        Some(NEGATION_REACH),
+    );
+    consider(
+        cues::examples(window),
+        Temporal::Example,
+        Some(EXAMPLE_REACH),
+    );
+    best.map_or(Temporal::Unsaid, |(_, t)| t)
+}
+
+fn role_of(window: &str, after: &str) -> Role {
+    if let Some(note) = cues::after_note(after) {
+        if !cues::pga_words(note).is_empty() {
+            return Role::Pga;
+        }
+        if !cues::pla_words(note).is_empty() {
+            return Role::Pla;
+        }
+    }
+    let pga = nearest(cues::pga_words(window)).map(|c| c.end);
+    let pla = nearest(cues::pla_words(window)).map(|c| c.end);
+    match (pga, pla) {
+        (Some(g), Some(l)) => return if g > l { Role::Pga } else { Role::Pla },
+        (Some(_), None) => return Role::Pga,
+        (None, Some(_)) => return Role::Pla,
+        (None, None) => {}
+    }
+    let pga = cues::pga_words(after).first().map(|c| c.start);
+    let pla = cues::pla_words(after).first().map(|c| c.start);
+    match (pga, pla) {
+        (Some(g), Some(l)) if g < l => Role::Pga,
+        (Some(_), Some(_)) => Role::Pla,
+        (Some(_), None) => Role::Pga,
+        (None, Some(_)) => Role::Pla,
+        (None, None) => Role::Unsaid,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triage::segment::Line;
+
+    fn ids(line: &str) -> Vec<String> {
+        tokens(&blank(line)).into_iter().map(|t| t.digits).collect()
+    }
+
+    #[test]
+    fn token_shapes() {
+        assert_eq!(ids("Partner-ID: 6 173 402"), ["6173402"]);
+        assert_eq!(
+            ids("MPN-ID 6514820 (nicht 6514802)"),
+            ["6514820", "6514802"]
+        );
+        assert_eq!(ids("alt/neu 4039875/6057318"), ["4039875", "6057318"]);
+        assert!(ids("vom 12.11.2025 und 2025-11-14").is_empty());
+        assert!(ids("Tel. 0381 20786-30, +49 89 2154770-31").is_empty());
+        assert!(ids("IBAN DE89 3704 0044 0532 0130 00").is_empty());
+        assert!(ids("USt-IdNr.: DE 285 417 963, DE298765432").is_empty());
+        assert!(ids("(512) 555-0148").is_empty());
+        assert!(ids("Konto R-20085, Vorgang ST-2025-0193").is_empty());
+        assert!(ids("Tenant 8d3f2a61-5c4b-4e7a-9f1d-2b6c8e0a4d97").is_empty());
+        assert!(ids("Tenant 12345678-1234-1234-1234-123456789012").is_empty());
+        assert!(ids("mail 1234567@x.example, https://x.example/1234567").is_empty());
+        assert!(ids("198.51.100.35 und 192.0.2.25").is_empty());
+        assert_eq!(ids("ID:6284913."), ["6284913"]);
+        assert_eq!(ids("ID 6 1 7 3 4 0 2"), ["6173402"]);
+        assert!(ids("ab KW 47/2025, Stand 11.2025, 2025/11").is_empty());
+        assert_eq!(ids("Ticket #7702145"), ["7702145"]);
+    }
+
+    #[test]
+    fn shapes() {
+        let t = |d: &str| Token {
+            start: 0,
+            end: d.len(),
+            digits: d.to_string(),
+            separated: false,
+        };
+        assert_eq!(shape_of(&t("1234567")), Shape::Placeholder);
+        assert_eq!(shape_of(&t("7654321")), Shape::Placeholder);
+        assert_eq!(shape_of(&t("0841276")), Shape::LeadingZero);
+        assert_eq!(shape_of(&t("6284913")), Shape::Plain);
+    }
+
+    #[test]
+    fn sentences() {
+        assert_eq!(sentence_start("Zahlendreher passiert. Die richtige "), 22);
+        assert_eq!(sentence_start("Nr. 5 und z. B. "), 0);
+        assert_eq!(sentence_end(" as our ID (PGA). The location"), 16);
+        assert_eq!(sentence_end(" Tel. 123"), 9);
+    }
+
+    fn read(lines: &[&str]) -> Vec<Found> {
+        let block = Block {
+            lines: lines
+                .iter()
+                .map(|t| Line {
+                    text: t.to_string(),
+                    source: Source::Body,
+                })
+                .collect(),
+            html: false,
+        };
+        find("", Source::Subject, &[block])
+    }
+
+    #[test]
+    fn context_reading() {
+        let f = read(&["Die richtige MPN-ID lautet 6514820 (nicht 6514802)."]);
+        assert_eq!(f[0].temporal, Temporal::New);
+        assert_eq!(f[0].strength, Strength::Strong);
+        assert_eq!(f[1].temporal, Temporal::Negated);
+
+        let f = read(&[
+            "hier die Änderung unserer Microsoft-Partner-ID:",
+            "",
+            "alt: 4039875",
+            "neu: 6057318",
+        ]);
+        assert_eq!(
+            (f[0].temporal, f[0].strength),
+            (Temporal::Old, Strength::Strong)
+        );
+        assert_eq!(
+            (f[1].temporal, f[1].strength),
+            (Temporal::New, Strength::Strong)
+        );
+
+        let f = read(&["Re your ticket 7702145 - order 4471920 for our customer."]);
+        assert_eq!(f[0].distractor.as_deref(), Some("ticket"));
+        assert_eq!(f[1].distractor.as_deref(), Some("order"));
+
+        let f = read(&["Partner Center shows 7716204 as our Microsoft AI Cloud Partner Program ID for the global account (PGA). The location ID for our office is 7716229."]);
+        assert_eq!((f[0].strength, f[0].role), (Strength::Strong, Role::Pga));
+        assert_eq!((f[1].strength, f[1].role), (Strength::Strong, Role::Pla));
+
+        let f = read(&["MPN-ID: 6120344 (PGA) und 6120359 (PLA)"]);
+        assert_eq!((f[0].role, f[1].role), (Role::Pga, Role::Pla));
+
+        let f = read(&["Ihre neue Standort-ID (PLA-ID, z. B. 1234567)"]);
+        assert_eq!(f[0].temporal, Temporal::Example);
+    }
+}

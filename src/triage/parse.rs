@@ -1,0 +1,342 @@
+//! Parse: raw bytes to the facts triage needs, with mail-parser doing the MIME work.
+//!
+//! Owns: the header facts ([`Headers`]), the raw top-level header fields that
+//! classification and DMARC read, and the readable texts of the mail: the main body
+//! (text/plain preferred, HTML converted when that is all there is) and the bodies of
+//! attached messages (message/rfc822, i.e. forwards as attachment).
+//!
+//! Policy against blowups: each text is cut to [`MAX_TEXT_BYTES`], at most
+//! [`MAX_TEXTS`] texts are kept, nesting of attached messages is followed to
+//! [`MAX_DEPTH`] levels, and header values are cut to [`MAX_HEADER_BYTES`]. A parser
+//! panic (mail-parser is third-party code fed hostile input) becomes "unparseable",
+//! never a crash of the daemon.
+
+use std::borrow::Cow;
+
+use mail_parser::{Address, HeaderValue, Message, MessageParser, MimeHeaders, PartType};
+
+use super::html::html_to_text;
+use super::Headers;
+
+/// Longest text (per body part) that is examined; IDs sit near the top of a mail.
+pub(crate) const MAX_TEXT_BYTES: usize = 256 * 1024;
+/// Most text bodies examined per mail (main body parts plus attached messages).
+pub(crate) const MAX_TEXTS: usize = 16;
+/// Deepest message/rfc822 nesting followed.
+pub(crate) const MAX_DEPTH: usize = 3;
+/// Longest header value kept for classification.
+const MAX_HEADER_BYTES: usize = 8 * 1024;
+/// A text/plain body shorter than this is treated as a stub when an HTML body exists.
+const STUB_TEXT_CHARS: usize = 16;
+
+/// Where a text of the mail comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// The mail's own body.
+    Main,
+    /// A message attached as message/rfc822, with its From address (lower-case).
+    Attached { from: Option<String> },
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TextPart {
+    pub text: String,
+    pub origin: Origin,
+    /// Converted from HTML (shown as source "html" to the operator).
+    pub html: bool,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Parsed {
+    pub headers: Headers,
+    /// Top-level header fields: lower-case name and unfolded raw value, in order.
+    pub fields: Vec<(String, String)>,
+    /// "type/subtype" of the top-level body, lower-case.
+    pub content_type: String,
+    pub texts: Vec<TextPart>,
+}
+
+impl Parsed {
+    /// All values of a top-level header field (case-insensitive name).
+    pub fn field_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.fields
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn has_field(&self, name: &str) -> bool {
+        self.field_values(name).next().is_some()
+    }
+}
+
+/// Parses `raw`; `None` when mail-parser finds no message or panics.
+pub(crate) fn parse(raw: &[u8]) -> Option<Parsed> {
+    let message = std::panic::catch_unwind(|| MessageParser::default().parse(raw)).ok()??;
+    let mut parsed = Parsed {
+        headers: header_facts(&message),
+        fields: raw_fields(&message),
+        content_type: content_type_of(&message),
+        texts: Vec::new(),
+    };
+    collect_texts(&message, Origin::Main, 0, &mut parsed.texts);
+    Some(parsed)
+}
+
+fn content_type_of(message: &Message<'_>) -> String {
+    match message.content_type() {
+        Some(ct) => {
+            let sub = ct.subtype().unwrap_or("");
+            format!("{}/{}", ct.ctype(), sub).to_ascii_lowercase()
+        }
+        None => "text/plain".to_string(),
+    }
+}
+
+fn raw_fields(message: &Message<'_>) -> Vec<(String, String)> {
+    message
+        .headers_raw()
+        .take(512)
+        .map(|(name, value)| {
+            let value = cut(value, MAX_HEADER_BYTES);
+            (name.to_ascii_lowercase(), unfold(value))
+        })
+        .collect()
+}
+
+/// Joins folded header lines into one line with single spaces.
+pub(crate) fn unfold(value: &str) -> String {
+    value.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `s` cut to at most `max` bytes at a char boundary.
+pub(crate) fn cut(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while end > 0 && !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn first_address<'a>(addr: Option<&'a Address<'a>>) -> (Option<String>, Option<String>) {
+    let Some(first) = addr.and_then(|a| a.first()) else {
+        return (None, None);
+    };
+    let address = first
+        .address()
+        .map(|a| a.trim().to_lowercase())
+        .filter(|a| !a.is_empty());
+    let name = first
+        .name()
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    (address, name)
+}
+
+fn ids_of(value: &HeaderValue<'_>) -> Vec<String> {
+    let strip = |s: &str| {
+        s.trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string()
+    };
+    match value {
+        HeaderValue::Text(t) => vec![strip(t)],
+        HeaderValue::TextList(list) => list.iter().map(|t| strip(t)).collect(),
+        _ => Vec::new(),
+    }
+    .into_iter()
+    .filter(|s| !s.is_empty())
+    .take(128)
+    .collect()
+}
+
+fn header_facts(message: &Message<'_>) -> Headers {
+    let (from, from_name) = first_address(message.from());
+    let (reply_to, _) = first_address(message.reply_to());
+    let subject = message.subject().map(unfold).unwrap_or_default();
+    Headers {
+        message_id: message
+            .message_id()
+            .map(|m| {
+                m.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .to_string()
+            })
+            .filter(|m| !m.is_empty()),
+        from,
+        from_name,
+        reply_to,
+        subject: cut(&subject, MAX_HEADER_BYTES).to_string(),
+        references: ids_of(message.references()),
+        in_reply_to: ids_of(message.in_reply_to()).into_iter().next(),
+    }
+}
+
+/// The readable texts of `message`: its body (plain preferred over HTML) and,
+/// recursively, the bodies of attached messages.
+fn collect_texts(message: &Message<'_>, origin: Origin, depth: usize, out: &mut Vec<TextPart>) {
+    if out.len() >= MAX_TEXTS {
+        return;
+    }
+    let plain = body_texts(message, &message.text_body);
+    let plain_len: usize = plain.iter().map(|t| t.text.trim().chars().count()).sum();
+    let use_html = plain_len < STUB_TEXT_CHARS && !message.html_body.is_empty();
+    let chosen = if use_html {
+        body_texts(message, &message.html_body)
+    } else {
+        plain
+    };
+    for mut part in chosen {
+        if out.len() >= MAX_TEXTS {
+            return;
+        }
+        part.origin = origin.clone();
+        out.push(part);
+    }
+    if depth >= MAX_DEPTH {
+        return;
+    }
+    for &id in message.attachments.iter().take(64) {
+        let Some(part) = message.parts.get(id as usize) else {
+            continue;
+        };
+        if let PartType::Message(inner) = &part.body {
+            let (from, _) = first_address(inner.from());
+            collect_texts(inner, Origin::Attached { from }, depth + 1, out);
+        }
+    }
+}
+
+fn body_texts(message: &Message<'_>, ids: &[u32]) -> Vec<TextPart> {
+    let mut texts = Vec::new();
+    for &id in ids.iter().take(MAX_TEXTS) {
+        let Some(part) = message.parts.get(id as usize) else {
+            continue;
+        };
+        // mail-parser lists a text/plain part among the HTML bodies (and vice versa)
+        // when the alternative is missing, so both kinds are handled either way.
+        let (text, html) = match &part.body {
+            PartType::Text(t) => (normalise(cut(t, MAX_TEXT_BYTES), is_flowed(part)), false),
+            PartType::Html(h) => (
+                normalise(&html_to_text(cut(h, MAX_TEXT_BYTES)), false),
+                true,
+            ),
+            _ => continue,
+        };
+        texts.push(TextPart {
+            text,
+            origin: Origin::Main,
+            html,
+        });
+    }
+    texts
+}
+
+fn is_flowed(part: &mail_parser::MessagePart<'_>) -> bool {
+    part.content_type()
+        .and_then(|ct| ct.attribute("format"))
+        .is_some_and(|f| f.eq_ignore_ascii_case("flowed"))
+}
+
+/// Line endings to '\n', invisible characters removed, no-break and thin spaces to
+/// plain spaces, and format=flowed soft breaks joined (RFC 3676), so that a sentence
+/// is one line however the client wrapped it.
+pub(crate) fn normalise(text: &str, flowed: bool) -> String {
+    let mut clean = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() != Some(&'\n') {
+                    clean.push('\n');
+                }
+            }
+            '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => clean.push(' '),
+            '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => {}
+            _ => clean.push(c),
+        }
+    }
+    if flowed {
+        unflow(&clean).into_owned()
+    } else {
+        clean
+    }
+}
+
+fn quote_depth(line: &str) -> usize {
+    line.chars().take_while(|c| *c == '>').count()
+}
+
+/// Joins soft-broken lines of format=flowed text: a line ending in a space continues
+/// on the next line of the same quote depth; "-- " (signature separator) never does.
+fn unflow(text: &str) -> Cow<'_, str> {
+    if !text.contains(" \n") {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut lines = text.split('\n').peekable();
+    while let Some(line) = lines.next() {
+        let mut current = line.to_string();
+        while current.ends_with(' ') && current != "-- " && !current.trim().is_empty() {
+            let depth = quote_depth(&current);
+            match lines.peek() {
+                Some(next)
+                    if quote_depth(next) == depth && !next.trim().is_empty() && *next != "-- " =>
+                {
+                    let cont = next[depth..].strip_prefix(' ').unwrap_or(&next[depth..]);
+                    current.push_str(cont);
+                    lines.next();
+                }
+                _ => break,
+            }
+        }
+        out.push_str(&current);
+        out.push('\n');
+    }
+    Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unflow_joins_soft_breaks_only() {
+        let t = normalise(
+            "Wo finde ich die \nneue ID? \n\n-- \nSig\n> a \n> b\n",
+            true,
+        );
+        assert_eq!(t, "Wo finde ich die neue ID? \n\n-- \nSig\n> a b\n\n");
+    }
+
+    #[test]
+    fn normalise_line_endings_and_spaces() {
+        assert_eq!(normalise("a\r\nb\rc\u{a0}d\u{200b}e", false), "a\nb\nc de");
+    }
+
+    #[test]
+    fn cut_respects_char_boundaries() {
+        assert_eq!(cut("äöü", 3), "ä");
+        assert_eq!(cut("abc", 10), "abc");
+    }
+
+    #[test]
+    fn headers_are_extracted() {
+        let raw = b"Message-ID: <abc@x.example>\r\nFrom: \"Jan\" <J.Meyer@X.Example>\r\nReply-To: other@y.example\r\nSubject: =?utf-8?q?Neue_MPN-ID?=\r\nReferences: <a@x> <b@x>\r\nIn-Reply-To: <b@x>\r\n\r\nBody\r\n";
+        let p = parse(raw).expect("parses");
+        assert_eq!(p.headers.message_id.as_deref(), Some("abc@x.example"));
+        assert_eq!(p.headers.from.as_deref(), Some("j.meyer@x.example"));
+        assert_eq!(p.headers.from_name.as_deref(), Some("Jan"));
+        assert_eq!(p.headers.reply_to.as_deref(), Some("other@y.example"));
+        assert_eq!(p.headers.subject, "Neue MPN-ID");
+        assert_eq!(p.headers.references, ["a@x", "b@x"]);
+        assert_eq!(p.headers.in_reply_to.as_deref(), Some("b@x"));
+        assert_eq!(p.texts.len(), 1);
+        assert!(p.has_field("from"));
+    }
+}

@@ -1,0 +1,391 @@
+//! Segment: whose words is each line? The author's own text, their signature, quoted
+//! history, or a forwarded message.
+//!
+//! Policy: quoted text (ours or theirs) never gives the new ID, so everything from the
+//! first reply marker on is [`Source::Quoted`]: `>` lines, "On … wrote:" / "Am …
+//! schrieb …:" attributions, Outlook's "Von:/Gesendet:/An:/Betreff:" and
+//! "From:/Sent:/To:/Subject:" blocks, "-----Original Message-----" and
+//! "-----Ursprüngliche Nachricht-----". A forward ("---------- Forwarded message
+//! ---------", "Weitergeleitete Nachricht", "Begin forwarded message:", "Anfang der
+//! weitergeleiteten Nachricht:", an Outlook header block in a "WG:"/"FW:" mail, or a
+//! message/rfc822 attachment) is the author's statement and becomes
+//! [`Source::Forwarded`], unless the forwarded mail is our own (From one of our
+//! addresses or domains): then it is quoted too. A signature starts at "-- ", at a
+//! closing phrase ("Mit freundlichen Grüßen", "Kind regards", …) or at a mobile
+//! footer ("Von meinem iPhone gesendet").
+
+use std::sync::LazyLock;
+
+use regex::Regex;
+
+use super::parse::{Origin, TextPart};
+
+/// Where a line sits in the mail; decides whether a number on it may be the new ID.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Source {
+    Subject,
+    Body,
+    Signature,
+    Quoted,
+    Forwarded,
+    ForwardedSignature,
+}
+
+impl Source {
+    pub fn label(self) -> &'static str {
+        match self {
+            Source::Subject => "subject",
+            Source::Body => "body",
+            Source::Signature => "signature",
+            Source::Quoted => "quoted",
+            Source::Forwarded => "forwarded",
+            Source::ForwardedSignature => "forwarded signature",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Line {
+    pub text: String,
+    pub source: Source,
+}
+
+/// The lines of one text of the mail.
+#[derive(Clone, Debug)]
+pub(crate) struct Block {
+    pub lines: Vec<Line>,
+    pub html: bool,
+}
+
+/// Most lines examined per text; beyond this a mail is not a reseller's note.
+const MAX_LINES: usize = 5000;
+/// How far below a forward marker its header block may start.
+const FORWARD_HEADER_REACH: usize = 8;
+
+static REPLY_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:re|aw|antw|antwort|sv|vs|ref|rif|odp|r)\s*(?:\[\d+\])?\s*:")
+        .expect("static regex")
+});
+static FORWARD_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\s*(?:fwd?|wg|weitergeleitet|weiterleitung|tr|rv|doorst)\s*(?:\[\d+\])?\s*:")
+        .expect("static regex")
+});
+static FORWARD_MARKER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)^(?:
+            -{2,}\s*(?:forwarded\s+message|weitergeleitete\s+(?:nachricht|e-?mail)|message\s+transféré|mensaje\s+reenviado)\s*-*
+          | (?:begin\s+forwarded\s+message|anfang\s+der\s+weitergeleiteten\s+(?:nachricht|e-?mail))\s*:?
+        )$",
+    )
+    .expect("static regex")
+});
+static ORIGINAL_MARKER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)^-{2,}\s*(?:original\s+message|ursprüngliche\s+nachricht|original-?nachricht|message\s+d'origine|mensaje\s+original)\s*-*$",
+    )
+    .expect("static regex")
+});
+static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^.{0,300}\b(?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|schreef|skrev)\b.{0,120}:$")
+        .expect("static regex")
+});
+static HEADER_FROM: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\*?(?:von|from|de|da|van|fra)\s*:\*?\s*\S").expect("static regex")
+});
+static HEADER_OTHER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^\*?(?:gesendet|sent|date|datum|an|to|cc|betreff|subject|objet|envoyé|onderwerp|verzonden|aan)\s*:")
+        .expect("static regex")
+});
+static INLINE_HEADER_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:von|from)\s*:.{1,200}\b(?:gesendet|sent|date|datum)\s*:")
+        .expect("static regex")
+});
+static CLOSING: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(
+        r"(?ix)^(?:
+            (?:mit\s+)?(?:freundlich\w*|best\w*|herzlich\w*|lieb\w*|viel\w*|schön\w*|sonnig\w*)?\s*(?:grüß\w*|grüss\w*|gruß|gruss)\b.*
+          | .{0,25}\b(?:gruß|gruss|grüße|grüsse|grüßen|grüssen|regards)\b.*
+          | (?:mfg|vg|lg|bg|beste\s+grüße|kind\s+regards|best\s+regards|warm\s+regards|regards|best|cheers|thanks|thank\s+you|many\s+thanks|thanks\s+again|sincerely|yours\s+sincerely|yours\s+faithfully|yours|danke|vielen\s+dank|besten\s+dank|danke\s+schön|dankeschön|thx|br|ciao|tschüss)\s*[,.!]*
+        )$",
+    )
+    .expect("static regex")
+});
+static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)^(?:sent\s+from\s+my\b|von\s+meinem\s+.{1,40}\s+gesendet|gesendet\s+von\s+meinem\b|get\s+outlook\s+for\b|outlook\s+für\s+\w+\s+beziehen|diese\s+nachricht\s+wurde\s+von\s+meinem)")
+        .expect("static regex")
+});
+static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}").expect("static regex")
+});
+
+/// Whose text the subject is: a reply's subject is ours (quoted), a forward's subject
+/// belongs to the forwarded mail.
+pub(crate) fn subject_source(subject: &str) -> Source {
+    if REPLY_PREFIX.is_match(subject) {
+        Source::Quoted
+    } else if FORWARD_PREFIX.is_match(subject) {
+        Source::Forwarded
+    } else {
+        Source::Subject
+    }
+}
+
+/// Our own addresses and their domains, lower-case, to recognise our own mails in
+/// forwarded or attached parts.
+pub(crate) struct Own {
+    pub addresses: Vec<String>,
+    pub domains: Vec<String>,
+}
+
+impl Own {
+    pub fn new(addresses: &[String]) -> Own {
+        let addresses: Vec<String> = addresses.iter().map(|a| a.trim().to_lowercase()).collect();
+        let mut domains: Vec<String> = addresses
+            .iter()
+            .filter_map(|a| a.rsplit_once('@').map(|(_, d)| d.to_string()))
+            .collect();
+        domains.sort();
+        domains.dedup();
+        Own { addresses, domains }
+    }
+
+    pub fn is_own(&self, address: &str) -> bool {
+        let address = address.trim().to_lowercase();
+        self.addresses.contains(&address)
+            || address
+                .rsplit_once('@')
+                .is_some_and(|(_, d)| self.domains.iter().any(|own| own == d))
+    }
+}
+
+/// Splits one text of the mail into sourced lines.
+pub(crate) fn segment(part: &TextPart, subject_is_forward: bool, own: &Own) -> Block {
+    let raw_lines: Vec<&str> = part.text.lines().take(MAX_LINES).collect();
+    let mut state = match &part.origin {
+        Origin::Main => Source::Body,
+        Origin::Attached { from: Some(from) } if own.is_own(from) => Source::Quoted,
+        Origin::Attached { .. } => Source::Forwarded,
+    };
+    let mut lines = Vec::with_capacity(raw_lines.len());
+    // Lines left in which a header block belongs to the forward marker above it.
+    let mut forward_reach = 0usize;
+    let mut seen_forward = !matches!(part.origin, Origin::Main);
+    let mut author_lines = 0usize;
+    for i in 0..raw_lines.len() {
+        let t = raw_lines[i].trim();
+        let source = if state == Source::Quoted {
+            Source::Quoted
+        } else if t.starts_with('>') {
+            // A quoted line; the author may answer below it, so the state stays.
+            Source::Quoted
+        } else if FORWARD_MARKER.is_match(t) {
+            state = forward_state(&raw_lines, i + 1, own);
+            seen_forward = true;
+            forward_reach = FORWARD_HEADER_REACH;
+            state
+        } else if ORIGINAL_MARKER.is_match(t) {
+            state = if subject_is_forward && !seen_forward {
+                seen_forward = true;
+                forward_reach = FORWARD_HEADER_REACH;
+                forward_state(&raw_lines, i + 1, own)
+            } else {
+                Source::Quoted
+            };
+            state
+        } else if is_attribution(&raw_lines, i) {
+            state = Source::Quoted;
+            state
+        } else if is_header_block(&raw_lines, i) {
+            if forward_reach > 0 {
+                // The header block of the forward announced just above.
+            } else if subject_is_forward && !seen_forward {
+                seen_forward = true;
+                state = forward_state(&raw_lines, i, own);
+            } else {
+                state = Source::Quoted;
+            }
+            forward_reach = 0;
+            state
+        } else {
+            if is_signature_start(t, author_lines) {
+                state = match state {
+                    Source::Body => Source::Signature,
+                    Source::Forwarded => Source::ForwardedSignature,
+                    other => other,
+                };
+            }
+            state
+        };
+        forward_reach = forward_reach.saturating_sub(1);
+        if source == Source::Body && !t.is_empty() {
+            author_lines += 1;
+        }
+        lines.push(Line {
+            text: raw_lines[i].to_string(),
+            source,
+        });
+    }
+    Block {
+        lines,
+        html: part.html,
+    }
+}
+
+/// Forwarded, unless the forwarded header block (within reach of `from`) names one
+/// of our own addresses as its sender: our own text never counts.
+fn forward_state(lines: &[&str], from: usize, own: &Own) -> Source {
+    for line in lines.iter().skip(from).take(FORWARD_HEADER_REACH) {
+        let t = line.trim();
+        if HEADER_FROM.is_match(t) {
+            let is_own = EMAIL.find_iter(t).any(|m| own.is_own(m.as_str()));
+            return if is_own {
+                Source::Quoted
+            } else {
+                Source::Forwarded
+            };
+        }
+    }
+    Source::Forwarded
+}
+
+fn is_attribution(lines: &[&str], i: usize) -> bool {
+    let t = lines[i].trim();
+    if t.len() > 400 {
+        return false;
+    }
+    if t.ends_with(':') && ATTRIBUTION.is_match(t) {
+        return true;
+    }
+    // Gmail and Thunderbird wrap a long attribution over two lines.
+    let starts_like = {
+        let lower = t.get(..3).unwrap_or("").to_ascii_lowercase();
+        lower.starts_with("on ") || lower.starts_with("am ") || lower.starts_with("le ")
+    };
+    if starts_like {
+        if let Some(next) = lines.get(i + 1) {
+            let joined = format!("{} {}", t, next.trim());
+            return joined.len() <= 400 && joined.ends_with(':') && ATTRIBUTION.is_match(&joined);
+        }
+    }
+    false
+}
+
+/// An Outlook-style header block: "Von:" followed by at least two of
+/// "Gesendet:/An:/Betreff:" (or the English names) within a few lines, or all of it on
+/// one line as some clients write it.
+fn is_header_block(lines: &[&str], i: usize) -> bool {
+    let t = lines[i].trim();
+    if !HEADER_FROM.is_match(t) {
+        return false;
+    }
+    if INLINE_HEADER_BLOCK.is_match(t) {
+        return true;
+    }
+    let others = lines
+        .iter()
+        .skip(i + 1)
+        .take(5)
+        .filter(|l| HEADER_OTHER.is_match(l.trim()))
+        .count();
+    others >= 2
+}
+
+fn is_signature_start(t: &str, author_lines: usize) -> bool {
+    if t == "--" || t == "-- " || t == "—" {
+        return true;
+    }
+    if MOBILE_FOOTER.is_match(t) {
+        return true;
+    }
+    // A closing phrase ends the message only after some text of the author, and is
+    // short: "Danke für Ihre schnelle Hilfe bei der Umstellung" is not a closing.
+    author_lines > 0 && t.chars().count() <= 45 && CLOSING.is_match(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(text: &str, fwd: bool) -> Vec<(String, Source)> {
+        let part = TextPart {
+            text: text.to_string(),
+            origin: Origin::Main,
+            html: false,
+        };
+        let own = Own::new(&["cloud@nordwind-dist.example".to_string()]);
+        segment(&part, fwd, &own)
+            .lines
+            .into_iter()
+            .map(|l| (l.text, l.source))
+            .collect()
+    }
+
+    fn source_of(all: &[(String, Source)], text: &str) -> Source {
+        all.iter()
+            .find(|(t, _)| t.contains(text))
+            .map(|(_, s)| *s)
+            .unwrap_or_else(|| panic!("no line {text}"))
+    }
+
+    #[test]
+    fn outlook_reply_block_is_quoted() {
+        let s = sources(
+            "Neu: 1\n\nGruß\nX\n\nVon: A <a@b.example>\nGesendet: Montag\nAn: B\nBetreff: C\n\nalt: 2\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "Neu: 1"), Source::Body);
+        assert_eq!(source_of(&s, "X"), Source::Signature);
+        assert_eq!(source_of(&s, "alt: 2"), Source::Quoted);
+    }
+
+    #[test]
+    fn outlook_block_in_a_forward_is_forwarded_unless_ours() {
+        let text = "Siehe unten.\n\nVon: Microsoft <pc@microsoft.example>\nGesendet: Montag\nAn: B\nBetreff: C\n\nPartner-ID: 1\n";
+        assert_eq!(
+            source_of(&sources(text, true), "Partner-ID"),
+            Source::Forwarded
+        );
+        let ours = text.replace("pc@microsoft.example", "cloud@nordwind-dist.example");
+        assert_eq!(
+            source_of(&sources(&ours, true), "Partner-ID"),
+            Source::Quoted
+        );
+    }
+
+    #[test]
+    fn gmail_forward_and_attribution() {
+        let s = sources(
+            "Hi\n\n---------- Forwarded message ---------\nFrom: MS <x@microsoft.example>\nDate: Mon\nSubject: S\nTo: <a@b>\n\nPartnerID: 1\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "PartnerID"), Source::Forwarded);
+        let s = sources("Top 1\n\nOn Mon, 10 Nov 2025 at 15:20, Team <cloud@nordwind-dist.example>\nwrote:\n\n> x 2\nafter\n", false);
+        assert_eq!(source_of(&s, "Top 1"), Source::Body);
+        assert_eq!(source_of(&s, "after"), Source::Quoted);
+        let s = sources(
+            "Top\nAm 10.11.2025 um 15:02 schrieb Nordwind Cloud Team:\nalt\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "alt"), Source::Quoted);
+    }
+
+    #[test]
+    fn signatures() {
+        let s = sources("Text\n-- \nMPN-ID 2\n", false);
+        assert_eq!(source_of(&s, "MPN-ID"), Source::Signature);
+        let s = sources("Text\nMit freundlichen Grüßen\nName\nTel. 1\n", false);
+        assert_eq!(source_of(&s, "Tel."), Source::Signature);
+        let s = sources("Danke,\nunsere neue ID ist 1\n", false);
+        assert_eq!(source_of(&s, "neue ID"), Source::Body);
+    }
+
+    #[test]
+    fn subject_sources() {
+        assert_eq!(subject_source("AW: Neue ID"), Source::Quoted);
+        assert_eq!(subject_source("RE: Order 1"), Source::Quoted);
+        assert_eq!(subject_source("WG: Willkommen"), Source::Forwarded);
+        assert_eq!(subject_source("Fwd: Welcome"), Source::Forwarded);
+        assert_eq!(subject_source("Neue MPN-ID: 5873104"), Source::Subject);
+        assert_eq!(subject_source("Antwort erbeten: neue ID"), Source::Subject);
+    }
+}

@@ -163,10 +163,10 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         ^\s*(?:
-            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b
+            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b[^\)\]\d\n]{0,20}[\)\]]
           | (?:ist|is|was|war|wurde|has\s+been|wird|will\s+be)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
           | (?:->|→|=>|-->)
-          | (?:ersetzt|replaced)\b
+          | (?:ersetzt\s+durch|replaced\s+(?:by|with))\b
         )",
     )
 });
@@ -175,8 +175,9 @@ static AFTER_NEW: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         ^\s*(?:
-            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:neu\w*|new|richtig\w*|correct|korrekt\w*)\b
+            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:neu\w*|new|richtig\w*|correct|korrekt\w*)\b[^\)\]\d\n]{0,20}[\)\]]
           | (?:ist|is)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:neue\w*|new|richtig\w*|correct|korrekt\w*)\b
+          | (?:ersetzt|ersetzen|replaces|replacing)\b
         )",
     )
 });
@@ -337,6 +338,14 @@ mod tests {
         assert!(after_says_old(" war falsch"));
         assert!(after_says_old(" -> "));
         assert!(!after_says_old(" ein und stellen Sie"));
+        assert!(
+            !after_says_old(" (vorher "),
+            "an open note belongs to the next number"
+        );
+        assert!(after_says_old(" (alte ID), "));
+        assert!(after_says_old(" wird ersetzt durch "));
+        assert!(!after_says_old(" ersetzt die alte "));
+        assert!(after_says_new(" ersetzt die alte "));
         assert!(after_says_new(" (neu)"));
         assert_eq!(after_note(" (PGA) und "), Some("PGA"));
         assert_eq!(leading_note_len(" (PGA) und "), 6);

@@ -731,6 +731,8 @@ fn signatures_pga_pla_old_new_and_corrections() {
         ),
         ("alte / neue on one line", msg(DE, "MPN-ID", "alte MPN-ID: 4412987, neue MPN-ID: 6831227").build(), apply("6831227")),
         ("old -> new", msg(EN, "ID change", "old ID 5520413 -> new ID 7245537").build(), apply("7245537")),
+        ("note with the old id", msg(DE, "MPN-ID", "Neue MPN-ID 6831246 (vorher 4412987)").build(), apply("6831246")),
+        ("x ersetzt y", msg(DE, "MPN-ID", "Die MPN-ID 6831247 ersetzt die alte 4412987.").build(), apply("6831247")),
         ("ersetzt durch", msg(DE, "Änderung", "Die bisherige Partner-ID 4412987 wird ersetzt durch 6831228.").build(), apply("6831228")),
         ("vorher / jetzt", msg(DE, "MPN-ID Änderung", "MPN-ID vorher 4412987, jetzt 6831229").build(), apply("6831229")),
         ("only the ehemalige", msg(DE, "MPN", "Unsere ehemalige ID 4412987 ist gesperrt, wie geht es weiter?").build(), none()),

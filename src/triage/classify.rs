@@ -14,16 +14,17 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::cues::regex;
+
 use super::parse::Parsed;
 use super::Policy;
 
 static OUT_OF_OFFICE: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    regex(
         r"(?ix)^\s*(?:(?:re|aw|fw|fwd|wg)\s*:\s*)*
         (?:automatische\s+antwort|abwesenheitsnotiz|abwesenheit\b|out\s+of\s+(?:the\s+)?office|automatic\s+reply
           |auto(?:matic)?[\s-]?reply|autoreply|auto[\s-]?response|réponse\s+automatique|afwezig|fuera\s+de\s+la\s+oficina)",
     )
-    .expect("static regex")
 });
 
 /// Why the mail is ignored, or `None` when a person wrote it.

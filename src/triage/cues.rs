@@ -19,10 +19,27 @@ pub(crate) struct Cue {
     pub text: String,
 }
 
+/// Compiles a built-in pattern with ASCII word boundaries.
+///
+/// Why: a Unicode `\b` makes the regex engine leave its fast DFA for the slow PikeVM
+/// on any non-ASCII text (every German mail), which made triage several times
+/// slower than parsing. An ASCII boundary differs only next to a non-ASCII letter
+/// ("für" + keyword without space), which no cue relies on. The patterns are
+/// constants; a typo fails the unit tests, never a mail, so `expect` is fine here.
+/// Likewise `\w` becomes a small explicit class of the letters German and English
+/// (and a few neighbours) write: the full Unicode class in many alternatives blew the
+/// lazy DFA's cache and again fell back to the PikeVM.
+pub(crate) fn regex(pattern: &str) -> Regex {
+    let pattern = pattern
+        .replace(r"\b", r"(?-u:\b)")
+        .replace(r"\w", WORD_CHAR);
+    Regex::new(&pattern).expect("built-in pattern must compile")
+}
+
+const WORD_CHAR: &str = "[0-9A-Za-z_äöüÄÖÜßàáâèéêëìíîïòóôùúûçñåæøÅÆØ]";
+
 fn compile(pattern: &str) -> Regex {
-    // The patterns are constants of this module; a typo must fail the unit tests,
-    // never a mail, so `expect` is acceptable here.
-    Regex::new(pattern).expect("built-in cue pattern must compile")
+    regex(pattern)
 }
 
 /// Names of the ID that are specific enough on their own ("MPN-ID", "Standort-ID",
@@ -74,7 +91,8 @@ static DISTRACTOR: LazyLock<Regex> = LazyLock::new(|| {
           | iban | bic | swift | blz | bank\w* | sort[\s-]*code | routing
           | plz | postleitzahl | zip | postal\w* | postcode | post[\s-]+code | postfach | p\.?\s*o\.?\s*box
           | tenant\w* | mandant\w* | guid | domain\w* | verzeichnis\w* | directory | object[\s-]*id
-          | version | build | \w*code | pin | tan | otp | imei
+          | version | build | pin | tan | otp | imei
+          | (?:post|zip|bestätigungs|verifizierungs|sicherheits|freischalt|aktivierungs|verification|security|confirmation|activation|auth|promo|gutschein|voucher|rabatt|qr|bar)?[\s-]?code
         )(?:[\s-]*(?:ids?|nr\.?|nummer|number|no\.?|\#))?\b",
     )
 });
@@ -145,10 +163,10 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         ^\s*(?:
-            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b
+            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b[^\)\]\d\n]{0,20}[\)\]]
           | (?:ist|is|was|war|wurde|has\s+been|wird|will\s+be)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
           | (?:->|→|=>|-->)
-          | (?:ersetzt|replaced)\b
+          | (?:ersetzt\s+durch|replaced\s+(?:by|with))\b
         )",
     )
 });
@@ -157,8 +175,9 @@ static AFTER_NEW: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         ^\s*(?:
-            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:neu\w*|new|richtig\w*|correct|korrekt\w*)\b
+            [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:neu\w*|new|richtig\w*|correct|korrekt\w*)\b[^\)\]\d\n]{0,20}[\)\]]
           | (?:ist|is)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:neue\w*|new|richtig\w*|correct|korrekt\w*)\b
+          | (?:ersetzt|ersetzen|replaces|replacing)\b
         )",
     )
 });
@@ -188,9 +207,8 @@ fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
 }
 
 /// ID keywords in `text`, strong first-class names and weak ones, with weak or strong
-/// matches inside a distractor ("Tenant-ID", "Kunden-Nr.") removed.
-pub(crate) fn keywords(text: &str) -> (Vec<Cue>, Vec<Cue>) {
-    let distractors = distractors(text);
+/// matches inside one of `distractors` ("Tenant-ID", "Kunden-Nr.") removed.
+pub(crate) fn keywords(text: &str, distractors: &[Cue]) -> (Vec<Cue>, Vec<Cue>) {
     let overlaps = |c: &Cue| {
         distractors
             .iter()
@@ -289,14 +307,16 @@ mod tests {
             "Partnernummer",
             "Microsoft Partner-ID",
         ] {
-            let (strong, _) = keywords(&format!("unsere {name}: 1"));
+            let text = format!("unsere {name}: 1");
+            let (strong, _) = keywords(&text, &distractors(&text));
             assert!(!strong.is_empty(), "{name} not recognised");
         }
     }
 
     #[test]
     fn distractor_swallows_a_trailing_id() {
-        let (strong, weak) = keywords("Die neue Tenant-ID ist");
+        let text = "Die neue Tenant-ID ist";
+        let (strong, weak) = keywords(text, &distractors(text));
         assert!(strong.is_empty());
         assert!(weak.is_empty(), "{:?}", texts(&weak));
         assert_eq!(texts(&distractors("Ihre Kundennummer")), ["Kundennummer"]);
@@ -305,7 +325,8 @@ mod tests {
 
     #[test]
     fn partner_center_is_not_an_id_keyword_but_is_topic() {
-        let (strong, weak) = keywords("im Partner Center stehen zwei Nummern");
+        let text = "im Partner Center stehen zwei Nummern";
+        let (strong, weak) = keywords(text, &distractors(text));
         assert!(strong.is_empty() && weak.is_empty());
         assert!(mentions_id_topic("im Partner Center stehen zwei Nummern"));
         assert!(!mentions_id_topic("Ihre Bestellung wurde versandt"));
@@ -317,6 +338,14 @@ mod tests {
         assert!(after_says_old(" war falsch"));
         assert!(after_says_old(" -> "));
         assert!(!after_says_old(" ein und stellen Sie"));
+        assert!(
+            !after_says_old(" (vorher "),
+            "an open note belongs to the next number"
+        );
+        assert!(after_says_old(" (alte ID), "));
+        assert!(after_says_old(" wird ersetzt durch "));
+        assert!(!after_says_old(" ersetzt die alte "));
+        assert!(after_says_new(" ersetzt die alte "));
         assert!(after_says_new(" (neu)"));
         assert_eq!(after_note(" (PGA) und "), Some("PGA"));
         assert_eq!(leading_note_len(" (PGA) und "), 6);

@@ -18,7 +18,7 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::cues::{self, Cue};
+use super::cues::{self, regex, Cue};
 use super::segment::{Block, Source};
 
 /// How clearly the number is named as the ID.
@@ -84,13 +84,12 @@ const FORWARD_REACH: usize = 110;
 const LINES_UP: usize = 3;
 
 static BLANK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    regex(
         r"(?ix)
         [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
       | \b(?:https?://|www\.)\S+
       | [\w.+%-]+@[\w.-]+\.[a-z]{2,}",
     )
-    .expect("static regex")
 });
 
 /// Finds the possible IDs in the subject and the blocks of a mail.
@@ -485,7 +484,8 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let after = forward_context(line, token.end);
 
     // The ID keyword: nearest before the number, else right after it.
-    let (strong, weak) = cues::keywords(&clause);
+    let clause_distractors = cues::distractors(&clause);
+    let (strong, weak) = cues::keywords(&clause, &clause_distractors);
     let backward_kw = nearest(strong.iter().chain(weak.iter()).cloned().collect())
         .filter(|k| clause.len() - k.end <= KEYWORD_REACH);
     let mut strength = match &backward_kw {
@@ -495,7 +495,7 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     };
     let mut keyword = backward_kw.as_ref().map(|k| k.text.clone());
     if backward_kw.is_none() {
-        let (fs, fw) = cues::keywords(after);
+        let (fs, fw) = cues::keywords(after, &cues::distractors(after));
         if let Some(k) = fs.first() {
             strength = Strength::Strong;
             keyword = Some(k.text.clone());
@@ -506,7 +506,7 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     }
 
     // A distractor label nearer than the keyword ("… MPN-ID / Bestellung 40078125").
-    let distractor = nearest(cues::distractors(&clause))
+    let distractor = nearest(clause_distractors)
         .filter(|d| clause.len() - d.end <= KEYWORD_REACH)
         .filter(|d| backward_kw.as_ref().is_none_or(|k| d.end > k.end))
         .map(|d| d.text)

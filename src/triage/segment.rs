@@ -18,6 +18,8 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
+use super::cues::regex;
+
 use super::parse::{Origin, TextPart};
 
 /// Where a line sits in the mail; decides whether a number on it may be the new ID.
@@ -63,60 +65,54 @@ const MAX_LINES: usize = 5000;
 const FORWARD_HEADER_REACH: usize = 8;
 
 static REPLY_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:re|aw|antw|antwort|sv|vs|ref|rif|odp|r)\s*(?:\[\d+\])?\s*:")
-        .expect("static regex")
+    regex(r"(?i)^\s*(?:re|aw|antw|antwort|sv|vs|ref|rif|odp|r)\s*(?:\[\d+\])?\s*:")
 });
 static FORWARD_PREFIX: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\s*(?:fwd?|wg|weitergeleitet|weiterleitung|tr|rv|doorst)\s*(?:\[\d+\])?\s*:")
-        .expect("static regex")
+    regex(r"(?i)^\s*(?:fwd?|wg|weitergeleitet|weiterleitung|tr|rv|doorst)\s*(?:\[\d+\])?\s*:")
 });
 static FORWARD_MARKER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    regex(
         r"(?ix)^(?:
             -{2,}\s*(?:forwarded\s+message|weitergeleitete\s+(?:nachricht|e-?mail)|message\s+transféré|mensaje\s+reenviado)\s*-*
           | (?:begin\s+forwarded\s+message|anfang\s+der\s+weitergeleiteten\s+(?:nachricht|e-?mail))\s*:?
         )$",
     )
-    .expect("static regex")
 });
 static ORIGINAL_MARKER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    regex(
         r"(?ix)^-{2,}\s*(?:original\s+message|ursprüngliche\s+nachricht|original-?nachricht|message\s+d'origine|mensaje\s+original)\s*-*$",
     )
-    .expect("static regex")
 });
 static ATTRIBUTION: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^.{0,300}\b(?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|schreef|skrev)\b.{0,120}:$")
-        .expect("static regex")
+    regex(
+        r"(?i)^.{0,300}\b(?:wrote|schrieb|a\s+écrit|escribió|ha\s+scritto|schreef|skrev)(?:[^0-9A-Za-z].{0,119})?:$",
+    )
 });
-static HEADER_FROM: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\*?(?:von|from|de|da|van|fra)\s*:\*?\s*\S").expect("static regex")
-});
+static HEADER_FROM: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?i)^\*?(?:von|from|de|da|van|fra)\s*:\*?\s*\S"));
 static HEADER_OTHER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^\*?(?:gesendet|sent|date|datum|an|to|cc|betreff|subject|objet|envoyé|onderwerp|verzonden|aan)\s*:")
-        .expect("static regex")
+    regex(
+        r"(?i)^\*?(?:gesendet|sent|date|datum|an|to|cc|betreff|subject|objet|envoyé|onderwerp|verzonden|aan)\s*:",
+    )
 });
-static INLINE_HEADER_BLOCK: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:von|from)\s*:.{1,200}\b(?:gesendet|sent|date|datum)\s*:")
-        .expect("static regex")
-});
+static INLINE_HEADER_BLOCK: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?i)^(?:von|from)\s*:.{1,200}\b(?:gesendet|sent|date|datum)\s*:"));
 static CLOSING: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(
+    regex(
         r"(?ix)^(?:
-            (?:mit\s+)?(?:freundlich\w*|best\w*|herzlich\w*|lieb\w*|viel\w*|schön\w*|sonnig\w*)?\s*(?:grüß\w*|grüss\w*|gruß|gruss)\b.*
-          | .{0,25}\b(?:gruß|gruss|grüße|grüsse|grüßen|grüssen|regards)\b.*
+            (?:mit\s+)?(?:freundlich\w*|best\w*|herzlich\w*|lieb\w*|viel\w*|schön\w*|sonnig\w*)?\s*(?:grüß\w*|grüss\w*|gruß|gruss)(?:[^0-9A-Za-z].*)?
+          | .{0,25}\b(?:gruß|gruss|grüße|grüsse|grüßen|grüssen|regards)(?:[^0-9A-Za-z].*)?
           | (?:mfg|vg|lg|bg|beste\s+grüße|kind\s+regards|best\s+regards|warm\s+regards|regards|best|cheers|thanks|thank\s+you|many\s+thanks|thanks\s+again|sincerely|yours\s+sincerely|yours\s+faithfully|yours|danke|vielen\s+dank|besten\s+dank|danke\s+schön|dankeschön|thx|br|ciao|tschüss)\s*[,.!]*
         )$",
     )
-    .expect("static regex")
 });
 static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"(?i)^(?:sent\s+from\s+my\b|von\s+meinem\s+.{1,40}\s+gesendet|gesendet\s+von\s+meinem\b|get\s+outlook\s+for\b|outlook\s+für\s+\w+\s+beziehen|diese\s+nachricht\s+wurde\s+von\s+meinem)")
-        .expect("static regex")
+    regex(
+        r"(?i)^(?:sent\s+from\s+my\b|von\s+meinem\s+.{1,40}\s+gesendet|gesendet\s+von\s+meinem\b|get\s+outlook\s+for\b|outlook\s+für\s+\w+\s+beziehen|diese\s+nachricht\s+wurde\s+von\s+meinem)",
+    )
 });
-static EMAIL: LazyLock<Regex> = LazyLock::new(|| {
-    Regex::new(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}").expect("static regex")
-});
+static EMAIL: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"));
 
 /// Whose text the subject is: a reply's subject is ours (quoted), a forward's subject
 /// belongs to the forwarded mail.

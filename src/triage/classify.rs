@@ -37,6 +37,21 @@ pub(crate) fn automated(parsed: &Parsed, policy: &Policy) -> Option<String> {
         {
             return Some(format!("sent from our own address {from}"));
         }
+        // The address the mail was delivered to is ours too, configured or not: a
+        // mail from the mailbox's own address is our own mail coming back.
+        let delivered_to = parsed
+            .field_values("delivered-to")
+            .chain(parsed.field_values("x-original-to"))
+            .map(|v| {
+                v.trim()
+                    .trim_start_matches('<')
+                    .trim_end_matches('>')
+                    .trim()
+            })
+            .any(|v| v.eq_ignore_ascii_case(from));
+        if delivered_to {
+            return Some(format!("sent from the mailbox's own address {from}"));
+        }
     }
     header_reason(parsed)
         .or_else(|| bounce_reason(parsed))

@@ -64,6 +64,31 @@ fn strip_comments(value: &str) -> String {
     out
 }
 
+/// The authserv-ids to believe: the configured ones; with none configured, the
+/// topmost header's, which our own receiving server added last. Only a DMARC
+/// *fail* is acted on, and only towards review, so a forged topmost header can at
+/// worst hold a mail for a person, never let one through.
+fn trusted_ids(values: &[&str], policy: &Policy) -> Vec<String> {
+    if !policy.trusted_authserv_ids.is_empty() {
+        return policy.trusted_authserv_ids.clone();
+    }
+    values
+        .first()
+        .map(|v| strip_comments(v))
+        .and_then(|v| {
+            let first = v
+                .split(';')
+                .next()?
+                .split_whitespace()
+                .next()?
+                .trim_matches('"')
+                .to_string();
+            (!first.contains('=')).then_some(first)
+        })
+        .into_iter()
+        .collect()
+}
+
 /// The authserv-ids among `trusted` whose Authentication-Results say dmarc=fail.
 pub(crate) fn dmarc_failures(values: &[&str], trusted: &[String]) -> Vec<String> {
     let mut failed = Vec::new();
@@ -149,7 +174,7 @@ pub(crate) fn decide(
     }
 
     let ar: Vec<&str> = parsed.field_values("authentication-results").collect();
-    for host in dmarc_failures(&ar, &policy.trusted_authserv_ids) {
+    for host in dmarc_failures(&ar, &trusted_ids(&ar, policy)) {
         review.push(format!("DMARC fail at {host}"));
     }
     review.extend(extraction_review.iter().cloned());
@@ -257,6 +282,21 @@ fn taken_by(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_configured_ids_the_topmost_header_is_believed() {
+        let policy = Policy::default();
+        let ar = [
+            "mx.ours.example; dkim=none; spf=fail smtp.mailfrom=a.example; dmarc=fail header.from=a.example",
+            "mail.a.example; dmarc=pass header.from=a.example",
+        ];
+        assert_eq!(
+            dmarc_failures(&ar, &trusted_ids(&ar, &policy)),
+            vec!["mx.ours.example"]
+        );
+        let forged_below = ["mx.ours.example; dmarc=pass", "evil.example; dmarc=fail"];
+        assert!(dmarc_failures(&forged_below, &trusted_ids(&forged_below, &policy)).is_empty());
+    }
 
     #[test]
     fn dmarc_only_from_trusted_authserv_ids() {

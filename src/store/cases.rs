@@ -130,11 +130,11 @@ fn case_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CaseRow> {
     })
 }
 
-const JOB_COLUMNS: &str =
+pub(super) const JOB_COLUMNS: &str =
     "id, case_id, account, kind, subscription_id, customer_id, mpn_id, old_mpn_id, \
      state, attempts, last_error, idempotency_key";
 
-fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+pub(super) fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: r.get(0)?,
         case_id: r.get(1)?,

@@ -6,6 +6,9 @@
 //! - `mailbox`: where mail comes from (Maildir, IMAP) and where it goes once decided.
 //! - `triage`: parse → classify → extract → decide; pure, no I/O, no clock.
 //! - `store`: SQLite; messages, cases, jobs, outbox, resellers, audit. The only writer.
+//! - `backend`: what makes the updates (manual, http, partner-center) and verifies
+//!   a new ID with Microsoft before a case is applied.
+//! - `worker`: runs due jobs against the backend; retry, dead, gate-change hooks.
 //! - `reply`: the confirmations' text and headers (rendered when queued).
 //! - `mailer`: sends the outbox over SMTP or into `.eml` files.
 //! - `gate`: the order gate over HTTP, `/healthz`, `/metrics`.
@@ -16,8 +19,11 @@
 //! - only `store` writes state, one transaction per decision.
 //! - a mail leaves the inbox only after its case is committed.
 //! - a reseller may order only in state `active`; never on a partial update.
+//! - a doubtful verification never rejects: the mail waits in the inbox.
+//! - every backend write carries a key derived from its job, so a repeat is harmless.
 //! - no confirmation is sent for an ignored mail, nor to an unregistered sender.
 
+pub mod backend;
 pub mod config;
 pub mod daemon;
 pub mod gate;
@@ -26,3 +32,4 @@ pub mod mailer;
 pub mod reply;
 pub mod store;
 pub mod triage;
+pub mod worker;

@@ -1,8 +1,11 @@
 //! The daemon: one task per concern, started in order and stopped together.
 //!
-//! Tasks: the mailbox loop (fetch → triage → commit → settle, in that order, so a
-//! mail leaves the inbox only after its case is on disk), the mailer (outbox →
-//! SMTP or files), and the gate API. Start-up errors (bad config, store, port) end
+//! Tasks: the mailbox loop (fetch → triage → [verify] → commit → settle, in that
+//! order, so a mail leaves the inbox only after its case is on disk), the mailer
+//! (outbox → SMTP or files), the job worker (automatic backends only), and the
+//! gate API. A mail whose new ID cannot be verified now (Partner Center down,
+//! throttled) is not committed at all: it stays in the inbox and is tried again
+//! on a later pass, so an outage neither rejects a reseller nor needs an operator. Start-up errors (bad config, store, port) end
 //! the process; errors inside a loop are logged with their context, the loop backs
 //! off and goes on. SIGTERM or ctrl-c cancels one token; every task is then joined
 //! within `SHUTDOWN_GRACE`.
@@ -17,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{Backend, Verification};
 use crate::config::{Config, MailboxConfig};
 use crate::gate::{self, Health};
 use crate::mailbox::maildir::{Entry, Maildir};
@@ -24,7 +28,8 @@ use crate::mailbox::Destination;
 use crate::mailer;
 use crate::reply::Templates;
 use crate::store::{now, Committed, Ctx, Incoming, Store};
-use crate::triage::{self, Decision, Outcome, Registry, Triage};
+use crate::triage::{self, Decision, Outcome, Registry, RejectReason, Triage};
+use crate::worker;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const MAILDIR_POLL: Duration = Duration::from_millis(250);
@@ -39,6 +44,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let health = Arc::new(Health::default());
     let store = Arc::new(Mutex::new(store));
     let (nudge_tx, nudge_rx) = mpsc::channel(1);
+    let (jobs_tx, jobs_rx) = mpsc::channel(1);
+    let backend = Arc::new(Backend::new(&config.backend)?);
 
     tracing::info!(
         config = %config.source,
@@ -54,6 +61,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         nudge_rx,
         shutdown.clone(),
     ));
+    if backend.is_automatic() {
+        let w = worker::Worker {
+            store: store.clone(),
+            backend: backend.clone(),
+            config: config.clone(),
+            templates: templates.clone(),
+            mailer: nudge_tx.clone(),
+            again: jobs_tx.clone(),
+        };
+        tasks.spawn(worker::run(w, jobs_rx, shutdown.clone()));
+    }
     {
         let (h, s) = (health.clone(), shutdown.clone());
         let gs = Arc::new(Mutex::new(gate_store));
@@ -71,6 +89,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
                 config: config.clone(),
                 templates,
                 nudge: nudge_tx,
+                jobs: jobs_tx,
+                backend: backend.clone(),
                 health: health.clone(),
                 mailbox: format!("maildir:{}", path.display()),
             };
@@ -122,22 +142,28 @@ pub struct Pipeline {
     pub config: Config,
     pub templates: Templates,
     pub nudge: mpsc::Sender<()>,
+    /// Wakes the job worker when a case with jobs was committed.
+    pub jobs: mpsc::Sender<()>,
+    /// Verifies a new ID before the case is committed (partner-center).
+    pub backend: Arc<Backend>,
     pub health: Arc<Health>,
     pub mailbox: String,
 }
 
 impl Pipeline {
-    /// Triage and commit one mail; returns where it must go. A mail seen before
-    /// (same Message-ID or position) is not processed again.
-    pub fn process(
+    /// Triage, verify and commit one mail; returns where it must go, or `None`
+    /// when the mail must stay in the inbox for now (its ID could not be verified:
+    /// try again later). A mail seen before (same Message-ID or position) is not
+    /// processed again.
+    pub async fn process(
         &self,
         registry: &Registry,
         position: &str,
         uidvalidity: u32,
         size: u64,
         raw: Option<&[u8]>,
-    ) -> Result<Committed> {
-        let t = match raw {
+    ) -> Result<Option<Committed>> {
+        let mut t = match raw {
             Some(raw) => triage_guarded(raw, registry, &self.config.policy),
             None => oversize(size, self.config.max_message_size),
         };
@@ -161,6 +187,22 @@ impl Pipeline {
             max_per_recipient_per_day: self.config.smtp.max_per_recipient_per_day,
             actor: "mpnd",
         };
+        if t.decision == Decision::Apply && self.backend.verifies() {
+            let seen = self
+                .store
+                .lock()
+                .expect("store lock poisoned")
+                .seen(&incoming)?;
+            if let Some(seen) = seen {
+                return Ok(Some(seen));
+            }
+            if let Some(id) = t.mpn_id.clone() {
+                if !self.verify(&mut t, &id).await {
+                    return Ok(None);
+                }
+            }
+        }
+        let ctx = Ctx { now: now(), ..ctx };
         let committed = self
             .store
             .lock()
@@ -183,8 +225,40 @@ impl Pipeline {
                 "mail triaged"
             );
             let _ = self.nudge.try_send(());
+            let _ = self.jobs.try_send(());
         }
-        Ok(committed)
+        Ok(Some(committed))
+    }
+
+    /// Adds Microsoft's answer to the triage: evidence when valid, a rejection
+    /// when not. Returns false when there is no answer now (the mail waits).
+    async fn verify(&self, t: &mut Triage, id: &triage::MpnId) -> bool {
+        match self.backend.verify(id).await {
+            Verification::Skipped => true,
+            Verification::Valid { evidence } => {
+                t.reasons.push(evidence);
+                true
+            }
+            Verification::Invalid {
+                code,
+                description,
+                evidence,
+            } => {
+                t.reasons.push(evidence);
+                t.decision = Decision::Reject;
+                t.reject = Some(RejectReason::NotAuthorisedAtMicrosoft { code, description });
+                true
+            }
+            Verification::Unavailable(why) => {
+                tracing::debug!(mpn_id = %id, "verification unavailable, mail waits: {why}");
+                let _ = self.store.lock().expect("store lock poisoned").set_status(
+                    "verification",
+                    &format!("unavailable: {why}"),
+                    now(),
+                );
+                false
+            }
+        }
     }
 
     pub fn registry(&self) -> Result<Registry> {
@@ -225,7 +299,7 @@ fn oversize(size: u64, max: u64) -> Triage {
 async fn maildir_loop(maildir: Maildir, p: Pipeline, shutdown: CancellationToken) {
     let mut failures = 0u32;
     while !shutdown.is_cancelled() {
-        match maildir_pass(&maildir, &p, &shutdown) {
+        match maildir_pass(&maildir, &p, &shutdown).await {
             Ok(()) => {
                 failures = 0;
                 p.health.last_fetch.store(now(), Ordering::Relaxed);
@@ -248,7 +322,7 @@ async fn maildir_loop(maildir: Maildir, p: Pipeline, shutdown: CancellationToken
     }
 }
 
-fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -> Result<()> {
+async fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -> Result<()> {
     let entries = maildir.scan()?;
     if entries.is_empty() {
         return Ok(());
@@ -258,7 +332,10 @@ fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -
         if shutdown.is_cancelled() {
             break;
         }
-        let committed = process_file(p, &registry, &entry)?;
+        let Some(committed) = process_file(p, &registry, &entry).await? else {
+            // Not decided yet (verification unavailable): it stays in the inbox.
+            continue;
+        };
         maildir.settle(&entry, committed.destination)?;
         if committed.destination == Destination::Processed && !committed.duplicate {
             // An applied ID is taken from now on: the next mail must see that.
@@ -268,12 +345,17 @@ fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -
     Ok(())
 }
 
-fn process_file(p: &Pipeline, registry: &Registry, entry: &Entry) -> Result<Committed> {
+async fn process_file(
+    p: &Pipeline,
+    registry: &Registry,
+    entry: &Entry,
+) -> Result<Option<Committed>> {
     if entry.size > p.config.max_message_size {
-        return p.process(registry, &entry.name, 0, entry.size, None);
+        return p.process(registry, &entry.name, 0, entry.size, None).await;
     }
     let raw = read_file(&entry.path)?;
     p.process(registry, &entry.name, 0, raw.len() as u64, Some(&raw))
+        .await
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {

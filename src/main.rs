@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use mpnd::backend::{Backend, Verification};
 use mpnd::config::Config;
 use mpnd::reply::Templates;
 use mpnd::store::{fmt_time, now, Ctx, Store};
@@ -132,12 +133,16 @@ enum QueueCmd {
         json: bool,
     },
     /// Accept a case: apply its ID (or --id) to its reseller (or --account).
+    /// With backend.verify, Microsoft must confirm the ID first.
     Approve {
         case_id: i64,
         #[arg(long)]
         id: Option<String>,
         #[arg(long)]
         account: Option<String>,
+        /// Apply without asking Partner Center (the operator has checked the ID).
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Reject a case; --notify tells the reseller the reason.
     Reject {
@@ -553,11 +558,28 @@ fn operate(
             case_id,
             id,
             account,
+            no_verify,
         }) => {
             let id = id
                 .map(|i| MpnId::parse(&i).map_err(|e| anyhow!(e)))
                 .transpose()?;
+            let evidence = if no_verify {
+                None
+            } else {
+                let found = store.case(case_id)?.and_then(|c| c.case.mpn_id);
+                match id
+                    .clone()
+                    .or_else(|| found.and_then(|f| MpnId::parse(&f).ok()))
+                {
+                    Some(to_check) => verify_for_approval(config, &to_check)?,
+                    // No ID at all: approve() says so.
+                    None => None,
+                }
+            };
             store.approve(case_id, id.as_ref(), account.as_deref(), ctx)?;
+            if let Some(evidence) = evidence {
+                store.note_case(case_id, &evidence, ctx)?;
+            }
             let c = store
                 .case(case_id)?
                 .ok_or_else(|| anyhow!("case {case_id} vanished"))?;
@@ -759,6 +781,34 @@ fn operate(
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks Partner Center about an ID an operator approves, as the daemon does for a
+/// mail: an ID Microsoft does not confirm, or no answer, stops the approval (the
+/// operator may still override with --no-verify). Returns the evidence to keep.
+fn verify_for_approval(config: &Config, id: &MpnId) -> Result<Option<String>> {
+    let backend = Backend::new(&config.backend)?;
+    if !backend.verifies() {
+        return Ok(None);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match rt.block_on(backend.verify(id)) {
+        Verification::Skipped => Ok(None),
+        Verification::Valid { evidence } => Ok(Some(format!("approval: {evidence}"))),
+        Verification::Invalid { evidence, .. } => Err(Exit(
+            3,
+            format!("not approved: {evidence}; reject the case, or approve with --no-verify if you know better"),
+        )
+        .into()),
+        Verification::Unavailable(why) => Err(Exit(
+            3,
+            format!("not approved: cannot verify {id} with Partner Center now ({why}); try again later or use --no-verify"),
+        )
+        .into()),
+    }
 }
 
 fn show_case(d: &mpnd::store::CaseDetail) {

@@ -566,14 +566,37 @@ fn operate(
             let evidence = if no_verify {
                 None
             } else {
-                let found = store.case(case_id)?.and_then(|c| c.case.mpn_id);
-                match id
+                let found = store.case(case_id)?.map(|c| c.case);
+                let to_check = id.clone().or_else(|| {
+                    found
+                        .as_ref()
+                        .and_then(|c| c.mpn_id.as_deref())
+                        .and_then(|f| MpnId::parse(f).ok())
+                });
+                let target = account
                     .clone()
-                    .or_else(|| found.and_then(|f| MpnId::parse(&f).ok()))
-                {
-                    Some(to_check) => verify_for_approval(config, &to_check)?,
-                    // No ID at all: approve() says so.
-                    None => None,
+                    .or_else(|| found.as_ref().and_then(|c| c.account.clone()));
+                match (to_check, target) {
+                    (Some(to_check), Some(target)) => {
+                        match verify_for_approval(config, &to_check)? {
+                            Checked::Valid(evidence) => evidence,
+                            Checked::Invalid(reason, evidence) => {
+                                store.reject_unverified(
+                                    case_id, &target, &to_check, &reason, &evidence, ctx,
+                                )?;
+                                return Err(Exit(
+                                    3,
+                                    format!(
+                                        "case {case_id} rejected: {evidence}; the reseller is told \
+                                         (approve with --no-verify if you know better)"
+                                    ),
+                                )
+                                .into());
+                            }
+                        }
+                    }
+                    // Without an ID or account approve() says what is missing.
+                    _ => None,
                 }
             };
             store.approve(case_id, id.as_ref(), account.as_deref(), ctx)?;
@@ -783,26 +806,34 @@ fn operate(
     Ok(ExitCode::SUCCESS)
 }
 
+enum Checked {
+    Valid(Option<String>),
+    Invalid(mpnd::triage::RejectReason, String),
+}
+
 /// Asks Partner Center about an ID an operator approves, as the daemon does for a
-/// mail: an ID Microsoft does not confirm, or no answer, stops the approval (the
-/// operator may still override with --no-verify). Returns the evidence to keep.
-fn verify_for_approval(config: &Config, id: &MpnId) -> Result<Option<String>> {
+/// mail. No answer stops the approval (try later, or --no-verify); a refusal
+/// rejects the case like a mail's. Returns the evidence to keep.
+fn verify_for_approval(config: &Config, id: &MpnId) -> Result<Checked> {
     let backend = Backend::new(&config.backend)?;
     if !backend.verifies() {
-        return Ok(None);
+        return Ok(Checked::Valid(None));
     }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     match rt.block_on(backend.verify(id)) {
-        Verification::Skipped => Ok(None),
-        Verification::Valid { evidence } => Ok(Some(format!("approval: {evidence}"))),
-        Verification::Invalid { evidence, .. } => Err(Exit(
-            3,
-            format!("not approved: {evidence}; reject the case, or approve with --no-verify if you know better"),
-        )
-        .into()),
+        Verification::Skipped => Ok(Checked::Valid(None)),
+        Verification::Valid { evidence } => Ok(Checked::Valid(Some(format!("approval: {evidence}")))),
+        Verification::Invalid {
+            code,
+            description,
+            evidence,
+        } => Ok(Checked::Invalid(
+            mpnd::triage::RejectReason::NotAuthorisedAtMicrosoft { code, description },
+            evidence,
+        )),
         Verification::Unavailable(why) => Err(Exit(
             3,
             format!("not approved: cannot verify {id} with Partner Center now ({why}); try again later or use --no-verify"),

@@ -28,7 +28,7 @@ use crate::config::Config;
 use crate::reply::Templates;
 use crate::store::{now, Ctx, GateEvent, JobRow, Store};
 
-const POLL: Duration = Duration::from_secs(5);
+const POLL: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(5);
 /// Backoff of a retried job: 1 s, 2 s, 4 s ... up to this.
 const MAX_BACKOFF_SECS: i64 = 600;
@@ -105,20 +105,22 @@ pub async fn run(worker: Worker, mut nudge: mpsc::Receiver<()>, shutdown: Cancel
 
 /// Starts what is due, up to the free slots; returns how long to sleep at most.
 fn claim(shared: &Arc<Worker>, running: &mut JoinSet<()>, concurrency: usize) -> Result<Duration> {
-    let free = concurrency.saturating_sub(running.len());
-    if free > 0 {
-        let jobs = shared.store().claim_jobs(now(), free)?;
-        for job in jobs {
-            let s = shared.clone();
-            running.spawn(async move { run_job(s, job).await });
-        }
-    }
+    // Gate changes first: the platform hears "blocked" before any update starts,
+    // and a slot is never held up by a long job queue.
     let free = concurrency.saturating_sub(running.len());
     if free > 0 && shared.backend.delivers_gate_events() {
         let events = shared.store().claim_gate_events(now(), free)?;
         for e in events {
             let s = shared.clone();
             running.spawn(async move { deliver(s, e).await });
+        }
+    }
+    let free = concurrency.saturating_sub(running.len());
+    if free > 0 {
+        let jobs = shared.store().claim_jobs(now(), free)?;
+        for job in jobs {
+            let s = shared.clone();
+            running.spawn(async move { run_job(s, job).await });
         }
     }
     let next = shared.store().next_job_due()?;

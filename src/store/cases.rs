@@ -760,7 +760,7 @@ fn complete_if_done(tx: &Transaction<'_>, case_id: i64, ctx: &Ctx<'_>) -> Result
 /// that is a registered contact of the reseller, else to the reseller's first
 /// registered contact: never to a stranger. Over the daily cap per recipient it is
 /// recorded as suppressed, so an operator sees it was not sent.
-fn queue_mail(
+pub(super) fn queue_mail(
     tx: &Transaction<'_>,
     case_id: i64,
     account: &str,

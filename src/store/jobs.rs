@@ -14,8 +14,13 @@ use anyhow::Result;
 use rusqlite::params;
 use serde::Serialize;
 
-use super::cases::{job_row, JobRow, JOB_COLUMNS};
+use anyhow::{anyhow, bail};
+
+use super::cases::{job_row, queue_mail, JobRow, JOB_COLUMNS};
+use super::registry::reseller_for_mail;
 use super::{audit, Ctx, Store};
+use crate::reply::{self, Kind};
+use crate::triage::{MpnId, RejectReason};
 
 /// One gate change to deliver: the reseller's state right after the change.
 #[derive(Clone, Debug, Serialize)]
@@ -164,6 +169,54 @@ impl Store {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// An operator approved a case, but Microsoft does not confirm the ID: the case
+    /// is rejected and the reseller told why, exactly as for a mail whose ID failed
+    /// verification (the operator can still override with `--no-verify`).
+    pub fn reject_unverified(
+        &mut self,
+        case_id: i64,
+        account: &str,
+        id: &MpnId,
+        reason: &RejectReason,
+        evidence: &str,
+        ctx: &Ctx<'_>,
+    ) -> Result<()> {
+        let tx = self.write()?;
+        let state: String = tx
+            .query_row("SELECT state FROM cases WHERE id = ?1", [case_id], |r| {
+                r.get(0)
+            })
+            .map_err(|_| anyhow!("no case {case_id}"))?;
+        if state != "review" && state != "rejected" {
+            bail!("case {case_id} is {state}: only a case in review (or rejected) can be approved");
+        }
+        let (_, locale, _) = reseller_for_mail(&tx, account)?;
+        tx.execute(
+            "UPDATE cases SET state = 'rejected', decision = 'reject', account = ?2, mpn_id = ?3,
+             decided_by = ?4, updated_at = ?5, reasons = json_insert(reasons, '$[#]', ?6) WHERE id = ?1",
+            params![case_id, account, id.as_str(), ctx.actor, ctx.now, evidence],
+        )?;
+        audit(
+            &tx,
+            ctx,
+            "case.reject",
+            Some(case_id),
+            Some(account),
+            None,
+            evidence,
+        )?;
+        queue_mail(
+            &tx,
+            case_id,
+            account,
+            Kind::Rejected,
+            &reply::reject_text(reason, &locale),
+            ctx,
+        )?;
+        tx.commit()?;
+        Ok(())
     }
 
     /// Adds a line to a case's reasons (its evidence), e.g. what Microsoft said.

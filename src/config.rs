@@ -1119,6 +1119,63 @@ mod tests {
     }
 
     #[test]
+    fn backends_parse_and_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pc.secret"), "hunter2\n").unwrap();
+        let pc = "[backend]\nkind = \"partner-center\"\ntoken_url = \"https://login.example/t/oauth2/token\"\n\
+                  client_id = \"c\"\nclient_secret_file = \"pc.secret\"\n";
+        let c = Config::parse(pc, "c.toml", dir.path()).unwrap();
+        let p = c.backend.partner_center.as_ref().unwrap();
+        assert!(c.backend.verify, "verify defaults to true");
+        assert_eq!(p.base_url, "https://api.partnercenter.microsoft.com");
+        assert_eq!(
+            p.resource.as_deref(),
+            Some("https://api.partnercenter.microsoft.com"),
+            "v1 endpoint"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"), "secret in Debug");
+
+        let bad = "[backend]\nkind = \"partner-center\"\nbase_url = \"http://pc.example\"\n\
+                   token_url = \"https://login.example/t/oauth2/v2.0/token\"\nclient_id = \"c\"\n\
+                   client_secret_file = \"pc.secret\"\ntoken_file = \"x\"\ncheck_relationship = true\n";
+        let err = Config::parse(bad, "c.toml", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "c.toml:3: backend.base_url: plain http is allowed only to a loopback host"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.toml:7: backend.token_file: does not apply"),
+            "{err}"
+        );
+        assert!(
+            err.contains("backend.check_relationship: needs app+user credentials"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"));
+
+        let http = "[backend]\nkind = \"http\"\nbase_url = \"http://127.0.0.1:9\"\ntoken_file = \"pc.secret\"\n\
+                    account_request = { path = \"/a/{{account}}\", body = '{\"id\": \"{{mpn_id}}\"}' }\n\
+                    subscription_request = { method = \"GET\", path = \"/s/{{nope}}\", body = '{oops' }\n";
+        let err = Config::parse(http, "c.toml", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backend.subscription_request.method: expected \"POST\""),
+            "{err}"
+        );
+        assert!(err.contains("unknown placeholder {{nope}}"), "{err}");
+        assert!(
+            err.contains("backend.subscription_request.body: expected a JSON template"),
+            "{err}"
+        );
+        assert!(!err.contains("account_request"), "{err}");
+    }
+
+    #[test]
     fn secret_debug_is_redacted() {
         let s = Secret::new("hunter2".into());
         assert!(!format!("{s:?}").contains("hunter2"));

@@ -585,7 +585,7 @@ fn operate(
                                     case_id, &target, &to_check, &reason, &evidence, ctx,
                                 )?;
                                 return Err(Exit(
-                                    3,
+                                    5,
                                     format!(
                                         "case {case_id} rejected: {evidence}; the reseller is told \
                                          (approve with --no-verify if you know better)"
@@ -835,7 +835,7 @@ fn verify_for_approval(config: &Config, id: &MpnId) -> Result<Checked> {
             evidence,
         )),
         Verification::Unavailable(why) => Err(Exit(
-            3,
+            5,
             format!("not approved: cannot verify {id} with Partner Center now ({why}); try again later or use --no-verify"),
         )
         .into()),

@@ -1107,7 +1107,7 @@ fn an_id_microsoft_does_not_confirm_is_rejected_without_any_patch() {
     ]);
     assert_eq!(
         out.status.code(),
-        Some(3),
+        Some(5),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

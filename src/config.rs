@@ -127,8 +127,58 @@ pub enum BackendKind {
 pub struct BackendConfig {
     pub kind: BackendKind,
     pub base_url: Option<String>,
+    /// Check a new ID with Partner Center before anything changes (partner-center only).
     pub verify: bool,
+    /// Tries (claims) before a job is dead and waits for the operator.
     pub max_attempts: u32,
+    /// Jobs run at the same time.
+    pub concurrency: usize,
+    /// Calls per minute to the backend, all jobs together (Partner Center allows
+    /// 500 subscription requests per minute per partner tenant).
+    pub rate_per_minute: u32,
+    /// How long one HTTP request may take before it counts as failed (and is retried).
+    pub timeout: Duration,
+    /// Set for kind = "partner-center".
+    pub partner_center: Option<PartnerCenterConfig>,
+    /// Set for kind = "http".
+    pub http: Option<HttpBackendConfig>,
+}
+
+/// Partner Center: where it is and how mpnd gets its tokens.
+#[derive(Clone, Debug)]
+pub struct PartnerCenterConfig {
+    pub base_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: Secret,
+    /// How the token request names Partner Center: `scope=` (v2.0 endpoint) or
+    /// `resource=` (v1 endpoint); exactly one is set.
+    pub scope: Option<String>,
+    pub resource: Option<String>,
+    /// App+user refresh token (MFA-backed): with it the relationship list is checked
+    /// too, when `check_relationship` is on.
+    pub user_refresh_token: Option<Secret>,
+    pub check_relationship: bool,
+}
+
+/// One request to the distributor's platform; `{{name}}` placeholders are filled
+/// per job (JSON-escaped in the body, percent-encoded in the path).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestTemplate {
+    pub method: String,
+    pub path: String,
+    pub body: Option<String>,
+}
+
+/// The distributor's own platform (kind = "http").
+#[derive(Clone, Debug)]
+pub struct HttpBackendConfig {
+    pub base_url: String,
+    pub token: Secret,
+    pub account_request: RequestTemplate,
+    pub subscription_request: RequestTemplate,
+    /// Sent when a reseller's orders become blocked or allowed again; none when unset.
+    pub gate_request: Option<RequestTemplate>,
 }
 
 /// The checked configuration the daemon and every subcommand run on.
@@ -180,6 +230,11 @@ impl Config {
                 base_url: None,
                 verify: false,
                 max_attempts: 8,
+                concurrency: 4,
+                rate_per_minute: 500,
+                timeout: Duration::from_secs(30),
+                partner_center: None,
+                http: None,
             },
             templates_dir: None,
         }
@@ -339,9 +394,27 @@ struct RawBackend {
     token_url: Option<String>,
     client_id: Option<String>,
     client_secret_file: Option<String>,
+    scope: Option<String>,
+    resource: Option<String>,
+    user_refresh_token_file: Option<String>,
+    check_relationship: Option<bool>,
     token_file: Option<String>,
     verify: Option<bool>,
     max_attempts: Option<u32>,
+    concurrency: Option<usize>,
+    rate_per_minute: Option<u32>,
+    timeout_secs: Option<u64>,
+    account_request: Option<RawRequest>,
+    subscription_request: Option<RawRequest>,
+    gate_request: Option<RawRequest>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRequest {
+    method: Option<String>,
+    path: Option<String>,
+    body: Option<String>,
 }
 
 // ---------------------------------------------------------------------------
@@ -748,23 +821,251 @@ impl Checker {
                 BackendKind::Manual
             }
         };
-        if kind != BackendKind::Manual {
-            // Accepted keys, so configs written for later versions parse, but the
-            // automatic backends are not built yet: refuse rather than pretend.
+        let concurrency = b.concurrency.unwrap_or(4);
+        if concurrency == 0 || concurrency > 64 {
+            self.problem("backend.concurrency", "expected 1 to 64 jobs at a time");
+        }
+        let rate = b.rate_per_minute.unwrap_or(500);
+        if rate == 0 {
             self.problem(
-                "backend.kind",
+                "backend.rate_per_minute",
+                "expected at least 1 call per minute",
+            );
+        }
+        let timeout = b.timeout_secs.unwrap_or(30);
+        if timeout == 0 || timeout > 600 {
+            self.problem("backend.timeout_secs", "expected 1 to 600 seconds");
+        }
+        let mut config = BackendConfig {
+            kind: kind.clone(),
+            base_url: b.base_url.clone(),
+            verify: kind == BackendKind::PartnerCenter && b.verify.unwrap_or(true),
+            max_attempts: b.max_attempts.unwrap_or(8).max(1),
+            concurrency: concurrency.clamp(1, 64),
+            rate_per_minute: rate.max(1),
+            timeout: Duration::from_secs(timeout.clamp(1, 600)),
+            partner_center: None,
+            http: None,
+        };
+        // Keys of the other automatic kind are an error, not silently ignored: a
+        // config that sets them expects them to do something.
+        let pc_keys = [
+            ("token_url", b.token_url.is_some()),
+            ("client_id", b.client_id.is_some()),
+            ("client_secret_file", b.client_secret_file.is_some()),
+            ("scope", b.scope.is_some()),
+            ("resource", b.resource.is_some()),
+            (
+                "user_refresh_token_file",
+                b.user_refresh_token_file.is_some(),
+            ),
+            ("check_relationship", b.check_relationship.is_some()),
+            ("verify", b.verify.is_some()),
+        ];
+        let http_keys = [
+            ("token_file", b.token_file.is_some()),
+            ("account_request", b.account_request.is_some()),
+            ("subscription_request", b.subscription_request.is_some()),
+            ("gate_request", b.gate_request.is_some()),
+        ];
+        // Manual ignores the other keys on purpose: switching an automatic backend
+        // off must be a one-line change.
+        let stray: Vec<&str> = match kind {
+            BackendKind::Manual => Vec::new(),
+            BackendKind::PartnerCenter => http_keys
+                .iter()
+                .filter(|(_, s)| *s)
+                .map(|(k, _)| *k)
+                .collect(),
+            BackendKind::Http => pc_keys
+                .iter()
+                .filter(|(_, s)| *s)
+                .map(|(k, _)| *k)
+                .collect(),
+        };
+        for key in stray {
+            self.problem(
+                &format!("backend.{key}"),
                 format!(
-                    "{:?} is not available in this version; use \"manual\"",
-                    b.kind.unwrap_or_default()
+                    "does not apply to backend.kind = {:?}",
+                    b.kind.as_deref().unwrap_or("manual")
                 ),
             );
         }
-        let _ = (b.token_url, b.client_id, b.client_secret_file, b.token_file);
-        BackendConfig {
-            kind,
-            base_url: b.base_url,
-            verify: b.verify.unwrap_or(true),
-            max_attempts: b.max_attempts.unwrap_or(8).max(1),
+        match kind {
+            BackendKind::Manual => {}
+            BackendKind::PartnerCenter => {
+                let base_url = self.url(
+                    "backend.base_url",
+                    Some(
+                        b.base_url
+                            .unwrap_or_else(|| "https://api.partnercenter.microsoft.com".into()),
+                    ),
+                );
+                let token_url = self.url("backend.token_url", b.token_url);
+                let client_id = self.required("backend.client_id", b.client_id);
+                let secret = self.secret("backend.client_secret", None, b.client_secret_file);
+                if secret.is_none() {
+                    self.problem(
+                        "backend.client_secret_file",
+                        "is required for kind = \"partner-center\"",
+                    );
+                }
+                let (scope, resource) = match (b.scope, b.resource) {
+                    (Some(_), Some(_)) => {
+                        self.problem(
+                            "backend.resource",
+                            "set either scope (v2.0 token endpoint) or resource (v1), not both",
+                        );
+                        (None, None)
+                    }
+                    (Some(s), None) => (Some(s), None),
+                    (None, Some(r)) => (None, Some(r)),
+                    // The token endpoint's version decides which field it understands.
+                    (None, None) if token_url.contains("/v2.0/") => (
+                        Some("https://api.partnercenter.microsoft.com/.default".to_string()),
+                        None,
+                    ),
+                    (None, None) => (
+                        None,
+                        Some("https://api.partnercenter.microsoft.com".to_string()),
+                    ),
+                };
+                let user_refresh_token = b
+                    .user_refresh_token_file
+                    .and_then(|f| self.secret("backend.user_refresh_token", None, Some(f)));
+                let check_relationship = b.check_relationship.unwrap_or(false);
+                if check_relationship && user_refresh_token.is_none() {
+                    self.problem(
+                        "backend.check_relationship",
+                        "needs app+user credentials: set backend.user_refresh_token_file",
+                    );
+                }
+                config.partner_center = Some(PartnerCenterConfig {
+                    base_url,
+                    token_url,
+                    client_id,
+                    client_secret: secret.unwrap_or(Secret(String::new())),
+                    scope,
+                    resource,
+                    user_refresh_token,
+                    check_relationship,
+                });
+            }
+            BackendKind::Http => {
+                let base_url = self.url("backend.base_url", b.base_url);
+                let token = self.secret("backend.token", None, b.token_file);
+                if token.is_none() {
+                    self.problem("backend.token_file", "is required for kind = \"http\"");
+                }
+                let account_request = self.request("backend.account_request", b.account_request);
+                let subscription_request =
+                    self.request("backend.subscription_request", b.subscription_request);
+                let gate_request = b
+                    .gate_request
+                    .map(|r| self.request("backend.gate_request", Some(r)));
+                config.http = Some(HttpBackendConfig {
+                    base_url,
+                    token: token.unwrap_or(Secret(String::new())),
+                    account_request,
+                    subscription_request,
+                    gate_request,
+                });
+            }
+        }
+        config
+    }
+
+    /// An http(s) URL without a trailing slash; plain http only to a loopback host
+    /// (tests), since bearer tokens travel with every request.
+    fn url(&mut self, key: &str, value: Option<String>) -> String {
+        let v = self.required(key, value);
+        if v.is_empty() {
+            return v;
+        }
+        let v = v.trim_end_matches('/').to_string();
+        let host = v
+            .strip_prefix("https://")
+            .or_else(|| v.strip_prefix("http://"))
+            .map(|rest| {
+                let authority = rest.split('/').next().unwrap_or("");
+                match authority.rsplit_once(':') {
+                    Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_string(),
+                    _ => authority.to_string(),
+                }
+            });
+        match host {
+            None => self.problem(key, format!("expected an http(s) URL, got {v:?}")),
+            Some(h) if h.is_empty() => self.problem(key, format!("expected a host in {v:?}")),
+            Some(h) if v.starts_with("http://") && !is_loopback_host(&h) => self.problem(
+                key,
+                format!("plain http is allowed only to a loopback host, not {h:?}; use https"),
+            ),
+            _ => {}
+        }
+        v
+    }
+
+    fn request(&mut self, key: &str, raw: Option<RawRequest>) -> RequestTemplate {
+        let Some(raw) = raw else {
+            self.problem(
+                key,
+                "is required for kind = \"http\": { method = \"PUT\", path = \"/...\", body = '{...}' }",
+            );
+            return RequestTemplate {
+                method: "PUT".into(),
+                path: "/".into(),
+                body: None,
+            };
+        };
+        let method = raw
+            .method
+            .unwrap_or_else(|| "PUT".into())
+            .to_ascii_uppercase();
+        if !["POST", "PUT", "PATCH"].contains(&method.as_str()) {
+            self.problem(
+                &format!("{key}.method"),
+                format!("expected \"POST\", \"PUT\" or \"PATCH\", got {method:?}"),
+            );
+        }
+        let path = raw.path.unwrap_or_default();
+        if !path.starts_with('/') {
+            self.problem(
+                &format!("{key}.path"),
+                format!("expected a path starting with \"/\", got {path:?}"),
+            );
+        }
+        for name in crate::backend::placeholders(&path).into_iter().chain(
+            raw.body
+                .as_deref()
+                .map(crate::backend::placeholders)
+                .unwrap_or_default(),
+        ) {
+            if !crate::backend::PLACEHOLDERS.contains(&name.as_str()) {
+                self.problem(
+                    key,
+                    format!(
+                        "unknown placeholder {{{{{name}}}}}; known: {}",
+                        crate::backend::PLACEHOLDERS.join(", ")
+                    ),
+                );
+            }
+        }
+        if let Some(body) = &raw.body {
+            // Checked with every placeholder filled, so a template that could never
+            // produce JSON is found at start, not on the first job.
+            let filled = crate::backend::fill_placeholders(body, &|_| "0".to_string());
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&filled) {
+                self.problem(
+                    &format!("{key}.body"),
+                    format!("expected a JSON template (placeholders as {{{{name}}}}): {e}"),
+                );
+            }
+        }
+        RequestTemplate {
+            method,
+            path,
+            body: raw.body,
         }
     }
 }
@@ -838,6 +1139,63 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("\"p\""), "secret leaked: {err}");
+    }
+
+    #[test]
+    fn backends_parse_and_name_what_is_wrong() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pc.secret"), "hunter2\n").unwrap();
+        let pc = "[backend]\nkind = \"partner-center\"\ntoken_url = \"https://login.example/t/oauth2/token\"\n\
+                  client_id = \"c\"\nclient_secret_file = \"pc.secret\"\n";
+        let c = Config::parse(pc, "c.toml", dir.path()).unwrap();
+        let p = c.backend.partner_center.as_ref().unwrap();
+        assert!(c.backend.verify, "verify defaults to true");
+        assert_eq!(p.base_url, "https://api.partnercenter.microsoft.com");
+        assert_eq!(
+            p.resource.as_deref(),
+            Some("https://api.partnercenter.microsoft.com"),
+            "v1 endpoint"
+        );
+        assert!(!format!("{c:?}").contains("hunter2"), "secret in Debug");
+
+        let bad = "[backend]\nkind = \"partner-center\"\nbase_url = \"http://pc.example\"\n\
+                   token_url = \"https://login.example/t/oauth2/v2.0/token\"\nclient_id = \"c\"\n\
+                   client_secret_file = \"pc.secret\"\ntoken_file = \"x\"\ncheck_relationship = true\n";
+        let err = Config::parse(bad, "c.toml", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(
+                "c.toml:3: backend.base_url: plain http is allowed only to a loopback host"
+            ),
+            "{err}"
+        );
+        assert!(
+            err.contains("c.toml:7: backend.token_file: does not apply"),
+            "{err}"
+        );
+        assert!(
+            err.contains("backend.check_relationship: needs app+user credentials"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"));
+
+        let http = "[backend]\nkind = \"http\"\nbase_url = \"http://127.0.0.1:9\"\ntoken_file = \"pc.secret\"\n\
+                    account_request = { path = \"/a/{{account}}\", body = '{\"id\": \"{{mpn_id}}\"}' }\n\
+                    subscription_request = { method = \"GET\", path = \"/s/{{nope}}\", body = '{oops' }\n";
+        let err = Config::parse(http, "c.toml", dir.path())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("backend.subscription_request.method: expected \"POST\""),
+            "{err}"
+        );
+        assert!(err.contains("unknown placeholder {{nope}}"), "{err}");
+        assert!(
+            err.contains("backend.subscription_request.body: expected a JSON template"),
+            "{err}"
+        );
+        assert!(!err.contains("account_request"), "{err}");
     }
 
     #[test]

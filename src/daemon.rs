@@ -1,8 +1,11 @@
 //! The daemon: one task per concern, started in order and stopped together.
 //!
-//! Tasks: the mailbox loop (fetch → triage → commit → settle, in that order, so a
-//! mail leaves the inbox only after its case is on disk), the mailer (outbox →
-//! SMTP or files), and the gate API. Start-up errors (bad config, store, port) end
+//! Tasks: the mailbox loop (fetch → triage → [verify] → commit → settle, in that
+//! order, so a mail leaves the inbox only after its case is on disk), the mailer
+//! (outbox → SMTP or files), the job worker (automatic backends only), and the
+//! gate API. A mail whose new ID cannot be verified now (Partner Center down,
+//! throttled) is not committed at all: it stays in the inbox and is tried again
+//! on a later pass, so an outage neither rejects a reseller nor needs an operator. Start-up errors (bad config, store, port) end
 //! the process; errors inside a loop are logged with their context, the loop backs
 //! off and goes on. SIGTERM or ctrl-c cancels one token; every task is then joined
 //! within `SHUTDOWN_GRACE`.
@@ -17,6 +20,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::backend::{Backend, Verification};
 use crate::config::{Auth, Config, ImapConfig, MailboxConfig, Tls};
 use crate::gate::{self, Health};
 use crate::mailbox::imap::{self, Cursor, ImapAuth, ImapMailbox, ImapSettings, TlsMode};
@@ -27,7 +31,8 @@ use crate::notify::{self, Notifier};
 use crate::oauth::TokenSource;
 use crate::reply::Templates;
 use crate::store::{fmt_time, now, Committed, Ctx, Incoming, Store};
-use crate::triage::{self, Decision, Outcome, Registry, Triage};
+use crate::triage::{self, Decision, Outcome, Registry, RejectReason, Triage};
+use crate::worker;
 
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
 const MAILDIR_POLL: Duration = Duration::from_millis(250);
@@ -35,7 +40,8 @@ const MAILDIR_POLL: Duration = Duration::from_millis(250);
 const HEARTBEAT_MAX_AGE: i64 = 120;
 const REPORT_EVERY: i64 = 10;
 
-/// What may change on SIGHUP without a restart: policy, templates, limits.
+/// What may change on SIGHUP without a restart: policy, templates, limits. The
+/// mailbox, SMTP transport, gate and backend keep running as they started.
 pub struct Live {
     pub config: Config,
     pub templates: Templates,
@@ -59,9 +65,11 @@ pub async fn run(
     health.heartbeat.store(now(), Ordering::Relaxed);
     let store = Arc::new(Mutex::new(store));
     let (nudge_tx, nudge_rx) = mpsc::channel(1);
+    let (jobs_tx, jobs_rx) = mpsc::channel(1);
+    let backend = Arc::new(Backend::new(&config.backend)?);
     let live: Shared = Arc::new(RwLock::new(Arc::new(Live {
         config: config.clone(),
-        templates,
+        templates: templates.clone(),
     })));
     let gate_addr = listener
         .local_addr()
@@ -75,6 +83,17 @@ pub async fn run(
         nudge_rx,
         shutdown.clone(),
     ));
+    if backend.is_automatic() {
+        let w = worker::Worker {
+            store: store.clone(),
+            backend: backend.clone(),
+            config: config.clone(),
+            templates: templates.clone(),
+            mailer: nudge_tx.clone(),
+            again: jobs_tx.clone(),
+        };
+        tasks.spawn(worker::run(w, jobs_rx, shutdown.clone()));
+    }
     {
         let (h, s) = (health.clone(), shutdown.clone());
         let gs = Arc::new(Mutex::new(gate_store));
@@ -88,6 +107,8 @@ pub async fn run(
         store: store.clone(),
         live: live.clone(),
         nudge: nudge_tx,
+        jobs: jobs_tx,
+        backend: backend.clone(),
         health: health.clone(),
         notifier: notifier.clone(),
         mailbox: String::new(),
@@ -226,9 +247,6 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
     if new.templates_dir != old.templates_dir {
         changes.push("templates".to_string());
     }
-    if format!("{:?}", new.backend) != format!("{:?}", old.backend) {
-        changes.push("backend".to_string());
-    }
     if new.max_message_size != old.max_message_size {
         changes.push("max_message_size".to_string());
     }
@@ -251,6 +269,7 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
             format!("{:?}", new.gate) != format!("{:?}", old.gate),
         ),
         ("state_dir", new.state_dir != old.state_dir),
+        ("backend", format!("{:?}", new.backend) != format!("{:?}", old.backend)),
     ] {
         if differs {
             changes.push(format!(
@@ -262,6 +281,7 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
     new.smtp.transport = old.smtp.transport.clone();
     new.gate = old.gate.clone();
     new.state_dir = old.state_dir.clone();
+    new.backend = old.backend.clone();
     Ok((
         Live {
             config: new,
@@ -295,26 +315,32 @@ pub struct Pipeline {
     pub store: Arc<Mutex<Store>>,
     pub live: Shared,
     pub nudge: mpsc::Sender<()>,
+    /// Wakes the job worker when a case with jobs was committed.
+    pub jobs: mpsc::Sender<()>,
+    /// Verifies a new ID before the case is committed (partner-center).
+    pub backend: Arc<Backend>,
     pub health: Arc<Health>,
     pub notifier: Arc<Notifier>,
     pub mailbox: String,
 }
 
 impl Pipeline {
-    /// Triage and commit one mail; returns where it must go. A mail seen before
-    /// (same Message-ID or position) is not processed again.
-    pub fn process(
+    /// Triage, verify and commit one mail; returns where it must go, or `None`
+    /// when the mail must stay in the inbox for now (its ID could not be verified:
+    /// try again later). A mail seen before (same Message-ID or position) is not
+    /// processed again.
+    pub async fn process(
         &self,
         registry: &Registry,
         position: &str,
         uidvalidity: u32,
         size: u64,
         raw: Option<&[u8]>,
-    ) -> Result<Committed> {
+    ) -> Result<Option<Committed>> {
         let live = self.live.read().expect("config lock poisoned").clone();
         let config = &live.config;
         self.health.heartbeat.store(now(), Ordering::Relaxed);
-        let t = match raw {
+        let mut t = match raw {
             Some(raw) if size <= config.max_message_size => {
                 triage_guarded(raw, registry, &config.policy)
             }
@@ -340,11 +366,30 @@ impl Pipeline {
             max_per_recipient_per_day: config.smtp.max_per_recipient_per_day,
             actor: "mpnd",
         };
-        let committed = self
-            .store
-            .lock()
-            .expect("store lock poisoned")
-            .commit(&incoming, &t, &ctx)?;
+        if t.decision == Decision::Apply && self.backend.verifies() {
+            let seen = self
+                .store
+                .lock()
+                .expect("store lock poisoned")
+                .seen(&incoming)?;
+            if let Some(seen) = seen {
+                return Ok(Some(seen));
+            }
+            if let Some(id) = t.mpn_id.clone() {
+                if !self.verify(&mut t, &id).await {
+                    return Ok(None);
+                }
+            }
+        }
+        let ctx = Ctx { now: now(), ..ctx };
+        // SQLite with fsync: blocking work, moved off the async worker so the gate
+        // keeps answering during a large backlog.
+        let committed = tokio::task::block_in_place(|| {
+            self.store
+                .lock()
+                .expect("store lock poisoned")
+                .commit(&incoming, &t, &ctx)
+        })?;
         if committed.duplicate {
             tracing::info!(
                 position,
@@ -362,8 +407,40 @@ impl Pipeline {
                 "mail triaged"
             );
             let _ = self.nudge.try_send(());
+            let _ = self.jobs.try_send(());
         }
-        Ok(committed)
+        Ok(Some(committed))
+    }
+
+    /// Adds Microsoft's answer to the triage: evidence when valid, a rejection
+    /// when not. Returns false when there is no answer now (the mail waits).
+    async fn verify(&self, t: &mut Triage, id: &triage::MpnId) -> bool {
+        match self.backend.verify(id).await {
+            Verification::Skipped => true,
+            Verification::Valid { evidence } => {
+                t.reasons.push(evidence);
+                true
+            }
+            Verification::Invalid {
+                code,
+                description,
+                evidence,
+            } => {
+                t.reasons.push(evidence);
+                t.decision = Decision::Reject;
+                t.reject = Some(RejectReason::NotAuthorisedAtMicrosoft { code, description });
+                true
+            }
+            Verification::Unavailable(why) => {
+                tracing::debug!(mpn_id = %id, "verification unavailable, mail waits: {why}");
+                let _ = self.store.lock().expect("store lock poisoned").set_status(
+                    "verification",
+                    &format!("unavailable: {why}"),
+                    now(),
+                );
+                false
+            }
+        }
     }
 
     /// Tells `mpnd status` (through the store) and systemd (STATUS=) how the mailbox
@@ -435,15 +512,7 @@ async fn maildir_loop(maildir: Arc<Maildir>, p: Arc<Pipeline>, shutdown: Cancell
     let mut failures = 0u32;
     let started = now();
     while !shutdown.is_cancelled() {
-        // A pass reads files and commits to SQLite: blocking work, kept off the
-        // async workers so the gate answers quickly during a large backlog.
-        let pass = {
-            let (m, p, s) = (maildir.clone(), p.clone(), shutdown.clone());
-            tokio::task::spawn_blocking(move || maildir_pass(&m, &p, &s))
-                .await
-                .unwrap_or_else(|e| Err(anyhow::anyhow!("mailbox pass panicked: {e}")))
-        };
-        match pass {
+        match maildir_pass(&maildir, &p, &shutdown).await {
             Ok(()) => {
                 failures = 0;
                 p.health.last_fetch.store(now(), Ordering::Relaxed);
@@ -480,7 +549,7 @@ async fn maildir_loop(maildir: Arc<Maildir>, p: Arc<Pipeline>, shutdown: Cancell
     }
 }
 
-fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -> Result<()> {
+async fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -> Result<()> {
     let entries = maildir.scan()?;
     p.health
         .backlog
@@ -493,7 +562,10 @@ fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -
         if shutdown.is_cancelled() {
             break;
         }
-        let committed = process_file(p, &registry, &entry)?;
+        let Some(committed) = process_file(p, &registry, &entry).await? else {
+            // Not decided yet (verification unavailable): it stays in the inbox.
+            continue;
+        };
         maildir.settle(&entry, committed.destination)?;
         p.health.processed.fetch_add(1, Ordering::Relaxed);
         p.health.backlog.fetch_sub(1, Ordering::Relaxed);
@@ -505,7 +577,11 @@ fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -
     Ok(())
 }
 
-fn process_file(p: &Pipeline, registry: &Registry, entry: &Entry) -> Result<Committed> {
+async fn process_file(
+    p: &Pipeline,
+    registry: &Registry,
+    entry: &Entry,
+) -> Result<Option<Committed>> {
     let max = p
         .live
         .read()
@@ -513,10 +589,11 @@ fn process_file(p: &Pipeline, registry: &Registry, entry: &Entry) -> Result<Comm
         .config
         .max_message_size;
     if entry.size > max {
-        return p.process(registry, &entry.name, 0, entry.size, None);
+        return p.process(registry, &entry.name, 0, entry.size, None).await;
     }
     let raw = read_file(&entry.path)?;
     p.process(registry, &entry.name, 0, raw.len() as u64, Some(&raw))
+        .await
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
@@ -677,19 +754,26 @@ async fn imap_drain(
             .backlog
             .store(batch.len() as u64, Ordering::Relaxed);
         let mut registry = p.registry()?;
+        // The lowest UID left in the inbox undecided (its ID could not be verified
+        // yet): the cursor stays there so it is tried again after the next wait.
+        let mut held: Option<u32> = None;
         for f in batch {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let committed = tokio::task::block_in_place(|| {
-                p.process(
+            let committed = p
+                .process(
                     &registry,
                     &f.uid.to_string(),
                     next.uidvalidity,
                     f.size,
                     f.raw.as_deref(),
                 )
-            })?;
+                .await?;
+            let Some(committed) = committed else {
+                held = held.or(Some(f.uid));
+                continue;
+            };
             mb.settle(f.uid, committed.destination).await?;
             p.health.processed.fetch_add(1, Ordering::Relaxed);
             p.health.heartbeat.store(now(), Ordering::Relaxed);
@@ -697,11 +781,15 @@ async fn imap_drain(
                 registry = p.registry()?;
             }
         }
+        let next_uid = held.map_or(next.next_uid, |h| h.min(next.next_uid));
         p.store.lock().expect("store lock poisoned").set_cursor(
             folder,
             next.uidvalidity,
-            next.next_uid,
+            next_uid,
         )?;
+        if held.is_some() {
+            return Ok(());
+        }
         cursor = Some(next);
     }
 }

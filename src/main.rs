@@ -12,6 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
 
+use mpnd::backend::{Backend, Verification};
 use mpnd::config::Config;
 use mpnd::reply::Templates;
 use mpnd::store::{fmt_time, now, Ctx, Store};
@@ -136,12 +137,16 @@ enum QueueCmd {
         json: bool,
     },
     /// Accept a case: apply its ID (or --id) to its reseller (or --account).
+    /// With backend.verify, Microsoft must confirm the ID first.
     Approve {
         case_id: i64,
         #[arg(long)]
         id: Option<String>,
         #[arg(long)]
         account: Option<String>,
+        /// Apply without asking Partner Center (the operator has checked the ID).
+        #[arg(long)]
+        no_verify: bool,
     },
     /// Reject a case; --notify tells the reseller the reason.
     Reject {
@@ -584,11 +589,51 @@ fn operate(
             case_id,
             id,
             account,
+            no_verify,
         }) => {
             let id = id
                 .map(|i| MpnId::parse(&i).map_err(|e| anyhow!(e)))
                 .transpose()?;
+            let evidence = if no_verify {
+                None
+            } else {
+                let found = store.case(case_id)?.map(|c| c.case);
+                let to_check = id.clone().or_else(|| {
+                    found
+                        .as_ref()
+                        .and_then(|c| c.mpn_id.as_deref())
+                        .and_then(|f| MpnId::parse(f).ok())
+                });
+                let target = account
+                    .clone()
+                    .or_else(|| found.as_ref().and_then(|c| c.account.clone()));
+                match (to_check, target) {
+                    (Some(to_check), Some(target)) => {
+                        match verify_for_approval(config, &to_check)? {
+                            Checked::Valid(evidence) => evidence,
+                            Checked::Invalid(reason, evidence) => {
+                                store.reject_unverified(
+                                    case_id, &target, &to_check, &reason, &evidence, ctx,
+                                )?;
+                                return Err(Exit(
+                                    5,
+                                    format!(
+                                        "case {case_id} rejected: {evidence}; the reseller is told \
+                                         (approve with --no-verify if you know better)"
+                                    ),
+                                )
+                                .into());
+                            }
+                        }
+                    }
+                    // Without an ID or account approve() says what is missing.
+                    _ => None,
+                }
+            };
             store.approve(case_id, id.as_ref(), account.as_deref(), ctx)?;
+            if let Some(evidence) = evidence {
+                store.note_case(case_id, &evidence, ctx)?;
+            }
             let c = store
                 .case(case_id)?
                 .ok_or_else(|| anyhow!("case {case_id} vanished"))?;
@@ -792,6 +837,42 @@ fn operate(
         | Command::Man => unreachable!("handled before"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+enum Checked {
+    Valid(Option<String>),
+    Invalid(mpnd::triage::RejectReason, String),
+}
+
+/// Asks Partner Center about an ID an operator approves, as the daemon does for a
+/// mail. No answer stops the approval (try later, or --no-verify); a refusal
+/// rejects the case like a mail's. Returns the evidence to keep.
+fn verify_for_approval(config: &Config, id: &MpnId) -> Result<Checked> {
+    let backend = Backend::new(&config.backend)?;
+    if !backend.verifies() {
+        return Ok(Checked::Valid(None));
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match rt.block_on(backend.verify(id)) {
+        Verification::Skipped => Ok(Checked::Valid(None)),
+        Verification::Valid { evidence } => Ok(Checked::Valid(Some(format!("approval: {evidence}")))),
+        Verification::Invalid {
+            code,
+            description,
+            evidence,
+        } => Ok(Checked::Invalid(
+            mpnd::triage::RejectReason::NotAuthorisedAtMicrosoft { code, description },
+            evidence,
+        )),
+        Verification::Unavailable(why) => Err(Exit(
+            5,
+            format!("not approved: cannot verify {id} with Partner Center now ({why}); try again later or use --no-verify"),
+        )
+        .into()),
+    }
 }
 
 fn show_case(d: &mpnd::store::CaseDetail) {

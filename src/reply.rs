@@ -223,6 +223,55 @@ pub fn reject_text(reason: &RejectReason, locale: &str) -> String {
         (RejectReason::OtherResellersId { .. }, true) => "This ID is already on record for another \
             partner. Please check the ID and send us the location ID (PLA) of your new registration."
             .into(),
+        (RejectReason::NotAuthorisedAtMicrosoft { code, .. }, en) => {
+            let text = not_authorised_text(code.as_deref(), en);
+            match code.as_deref() {
+                Some(c) if c != "relationship" => {
+                    if en {
+                        format!("{text} (Microsoft code {c})")
+                    } else {
+                        format!("{text} (Microsoft-Code {c})")
+                    }
+                }
+                _ => text.to_string(),
+            }
+        }
+    }
+}
+
+/// Plain words for what Microsoft's verification said. Microsoft's own description
+/// stays in the case for the operator; the reseller gets what to do next. Every
+/// variant ends with the same offer: mail us again once it is done.
+fn not_authorised_text(code: Option<&str>, en: bool) -> &'static str {
+    match (code, en) {
+        (Some("800015"), false) => "Microsoft kennt diese ID nicht. Bitte prüfen Sie die Ziffern: \
+            wir benötigen die Standort-ID (PLA) Ihrer neuen Registrierung, nicht die globale ID (PGA). \
+            Antworten Sie uns gern mit der richtigen ID.",
+        (Some("800015"), true) => "Microsoft does not know this ID. Please check the digits: we need \
+            the location ID (PLA) of your new registration, not the global ID (PGA). Simply reply with \
+            the correct ID.",
+        (Some("800039"), false) => "Bei Microsoft ist der Programmstatus dieser ID als Reseller noch \
+            nicht aktiv. Bitte schließen Sie die Registrierung im Partner Center ab und schreiben Sie \
+            uns danach einfach noch einmal.",
+        (Some("800039"), true) => "Microsoft does not show the reseller program status of this ID as \
+            active yet. Please complete the enrolment in Partner Center, then simply write to us again.",
+        (Some("900123"), false) => "Für diese ID ist bei Microsoft das Microsoft Partner Agreement \
+            noch nicht akzeptiert. Bitte akzeptieren Sie es im Partner Center und schreiben Sie uns \
+            danach einfach noch einmal.",
+        (Some("900123"), true) => "Microsoft shows that the Microsoft Partner Agreement has not been \
+            accepted for this ID yet. Please accept it in Partner Center, then simply write to us again.",
+        (Some("relationship"), false) => "Microsoft führt diese ID noch nicht als indirekten Reseller \
+            bei uns: Bitte nehmen Sie unsere Partnerschaftsanfrage (Reseller-Beziehung) im Partner \
+            Center an und schreiben Sie uns danach einfach noch einmal.",
+        (Some("relationship"), true) => "Microsoft does not list this ID as an indirect reseller of \
+            ours yet: please accept our partnership (reseller relationship) request in Partner Center, \
+            then simply write to us again.",
+        (_, false) => "Microsoft führt diese ID noch nicht als autorisierten indirekten Reseller. \
+            Bitte schließen Sie die Registrierung als indirekter Reseller ab und nehmen Sie unsere \
+            Partnerschaftsanfrage im Partner Center an; schreiben Sie uns danach einfach noch einmal.",
+        (_, true) => "Microsoft does not list this ID as an authorised indirect reseller yet. Please \
+            complete the indirect reseller registration and accept our partnership request in Partner \
+            Center, then simply write to us again.",
     }
 }
 
@@ -281,6 +330,34 @@ mod tests {
             .parse(&raw[..])
             .unwrap();
         assert!(parsed.body_text(0).unwrap().contains("place orders again"));
+    }
+
+    #[test]
+    fn not_authorised_is_explained_in_both_languages() {
+        let r = RejectReason::NotAuthorisedAtMicrosoft {
+            code: Some("800016".into()),
+            description: "Partner is not a valid indirect reseller".into(),
+        };
+        let de = reject_text(&r, "de");
+        let en = reject_text(&r, "en");
+        assert!(
+            de.contains("Partnerschaftsanfrage") && de.contains("800016"),
+            "{de}"
+        );
+        assert!(
+            en.contains("authorised indirect reseller") && en.contains("800016"),
+            "{en}"
+        );
+        let rel = RejectReason::NotAuthorisedAtMicrosoft {
+            code: Some("relationship".into()),
+            description: String::new(),
+        };
+        assert!(!reject_text(&rel, "en").contains("code"));
+        let unknown = RejectReason::NotAuthorisedAtMicrosoft {
+            code: Some("800015".into()),
+            description: String::new(),
+        };
+        assert!(reject_text(&unknown, "de").contains("kennt diese ID nicht"));
     }
 
     #[test]

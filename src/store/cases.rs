@@ -130,11 +130,11 @@ fn case_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CaseRow> {
     })
 }
 
-const JOB_COLUMNS: &str =
+pub(super) const JOB_COLUMNS: &str =
     "id, case_id, account, kind, subscription_id, customer_id, mpn_id, old_mpn_id, \
      state, attempts, last_error, idempotency_key";
 
-fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+pub(super) fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
     Ok(JobRow {
         id: r.get(0)?,
         case_id: r.get(1)?,
@@ -760,7 +760,7 @@ fn complete_if_done(tx: &Transaction<'_>, case_id: i64, ctx: &Ctx<'_>) -> Result
 /// that is a registered contact of the reseller, else to the reseller's first
 /// registered contact: never to a stranger. Over the daily cap per recipient it is
 /// recorded as suppressed, so an operator sees it was not sent.
-fn queue_mail(
+pub(super) fn queue_mail(
     tx: &Transaction<'_>,
     case_id: i64,
     account: &str,

@@ -12,6 +12,7 @@
 //! transaction each, tracked by `PRAGMA user_version`.
 
 mod cases;
+mod jobs;
 mod outbox;
 mod registry;
 
@@ -23,12 +24,16 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBe
 use serde::Serialize;
 
 pub use cases::{CaseDetail, CaseRow, Committed, Incoming, JobRow};
+pub use jobs::GateEvent;
 pub use outbox::OutboxRow;
 pub use registry::{registry_from_csv, GateAnswer, ImportReport, Reseller, Subscription};
 
 use crate::reply::Templates;
 
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/001_initial.sql"),
+    include_str!("../../migrations/002_backend.sql"),
+];
 
 /// What a write needs besides its arguments: the time, and how to render the
 /// confirmations it may queue.
@@ -165,6 +170,7 @@ impl Store {
             ("jobs", "state"),
             ("outbox", "state"),
             ("resellers", "state"),
+            ("gate_events", "delivery"),
         ] {
             let mut stmt = self.conn.prepare(&format!(
                 "SELECT {col}, COUNT(*) FROM {table} GROUP BY {col} ORDER BY {col}"

@@ -125,6 +125,15 @@ pub enum RejectReason {
     OwnOldId { account: String },
     /// An ID that belongs, now or before, to another reseller.
     OtherResellersId { account: String },
+    /// Microsoft does not confirm the ID as an authorised indirect reseller of ours
+    /// (Partner Center verification; decided by the backend, not by triage).
+    /// `code` is Microsoft's error code when it gave one ("800016", ...), or
+    /// "relationship" when the ID is missing from our indirect-reseller list;
+    /// `description` is Microsoft's own text, kept verbatim for the operator.
+    NotAuthorisedAtMicrosoft {
+        code: Option<String>,
+        description: String,
+    },
 }
 
 /// One number that could be the new ID, with what the extractor saw.

@@ -1,0 +1,1289 @@
+//! The automatic backends against local fakes on 127.0.0.1: a Partner Center fake
+//! (token endpoint, validateresellers, subscriptions with ETags) that checks every
+//! request it gets and can be scripted to throttle, fail, stall or refuse; and a
+//! fake of the distributor's platform for the `http` backend. First the backend
+//! library on its own, then the real `mpnd` binary end to end (triage is still a
+//! placeholder on this branch, so cases are applied with `mpnd queue approve`).
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+
+use mpnd::backend::{Backend, JobOutcome, Verification};
+use mpnd::config::Config;
+use mpnd::store::JobRow;
+use mpnd::triage::MpnId;
+
+const SECRET: &str = "s3cr3t-client-value";
+const CLIENT_ID: &str = "mpnd-test-client";
+const PLATFORM_TOKEN: &str = "platform-token-42";
+
+// ---------------------------------------------------------------------------
+// The fakes.
+
+/// One request as a fake saw it.
+#[derive(Clone, Debug)]
+struct Seen {
+    at: Instant,
+    method: String,
+    path: String,
+    headers: HashMap<String, String>,
+    body: Value,
+}
+
+/// A scripted answer for the next request whose method and path match.
+struct Scripted {
+    method: &'static str,
+    path_contains: String,
+    status: u16,
+    body: Value,
+    retry_after: Option<u64>,
+    delay: Duration,
+    /// Before answering, change the resource's ETag (someone else edited it).
+    bump_etag: bool,
+}
+
+impl Scripted {
+    fn new(method: &'static str, path_contains: &str, status: u16, body: Value) -> Scripted {
+        Scripted {
+            method,
+            path_contains: path_contains.into(),
+            status,
+            body,
+            retry_after: None,
+            delay: Duration::ZERO,
+            bump_etag: false,
+        }
+    }
+}
+
+#[derive(Default)]
+struct PcState {
+    tokens: Vec<String>,
+    /// (customer, subscription) → resource.
+    subs: HashMap<(String, String), Value>,
+    etag_seq: u64,
+    /// ID → (valid, errorCode, errorDescription); unlisted IDs are valid.
+    ids: HashMap<String, (bool, Option<Value>, Option<String>)>,
+    script: VecDeque<Scripted>,
+    /// Answer this status to every subscription request while set.
+    down: Option<(u16, String)>,
+    /// Every PATCH delayed this long before it is applied (a slow Partner Center).
+    patch_delay: Duration,
+    requests: Vec<Seen>,
+    /// PATCHes that changed a resource: (subscription, partnerId, MS-RequestId).
+    applied: Vec<(String, String, String)>,
+    problems: Vec<String>,
+}
+
+#[derive(Clone)]
+struct PcFake {
+    url: String,
+    state: Arc<Mutex<PcState>>,
+}
+
+fn is_guid(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
+        && parts
+            .iter()
+            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Serves `app` on 127.0.0.1:0 on a runtime of its own, so sync tests (driving the
+/// binary) and async tests use the fakes alike. Lives until the test process ends.
+fn serve(app: axum::Router) -> String {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    format!("http://{}", rx.recv().unwrap())
+}
+
+impl PcFake {
+    fn start() -> PcFake {
+        let state = Arc::new(Mutex::new(PcState::default()));
+        let s = state.clone();
+        let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
+            let s = s.clone();
+            async move { pc_handle(s, m, u, h, b).await }
+        });
+        PcFake {
+            url: serve(app),
+            state,
+        }
+    }
+
+    /// Seeds the subscriptions from the corpus, as Microsoft would hold them.
+    fn seed_corpus(&self) {
+        let csv = std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap();
+        for line in csv.lines().skip(1) {
+            let f: Vec<&str> = line.split(',').collect();
+            self.add_sub(f[1], f[2], f[3], f[4]);
+        }
+    }
+
+    fn add_sub(&self, customer: &str, sub: &str, offer: &str, partner: &str) {
+        let mut st = self.state.lock().unwrap();
+        st.etag_seq += 1;
+        let etag = format!("W/\"etag-{}\"", st.etag_seq);
+        st.subs.insert(
+            (customer.into(), sub.into()),
+            json!({
+                "id": sub, "offerId": "CFQ7TTC0LDPB:0001", "offerName": offer, "quantity": 5,
+                "unitType": "Licenses", "status": "active", "partnerId": partner,
+                "autoRenewEnabled": true, "billingCycle": "monthly",
+                "attributes": {"etag": etag, "objectType": "Subscription"}
+            }),
+        );
+    }
+
+    fn invalid(&self, id: &str, code: Value, description: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .ids
+            .insert(id.into(), (false, Some(code), Some(description.into())));
+    }
+
+    fn script(&self, s: Scripted) {
+        self.state.lock().unwrap().script.push_back(s);
+    }
+
+    fn requests(&self, method: &str, path_contains: &str) -> Vec<Seen> {
+        self.state
+            .lock()
+            .unwrap()
+            .requests
+            .iter()
+            .filter(|r| r.method == method && r.path.contains(path_contains))
+            .cloned()
+            .collect()
+    }
+
+    fn applied(&self) -> Vec<(String, String, String)> {
+        self.state.lock().unwrap().applied.clone()
+    }
+
+    fn partner_of(&self, sub: &str) -> String {
+        let st = self.state.lock().unwrap();
+        st.subs
+            .iter()
+            .find(|((_, s), _)| s == sub)
+            .map(|(_, v)| v["partnerId"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    }
+
+    /// Every request was well-formed (headers, token, ETags, bodies).
+    fn assert_clean(&self) {
+        let st = self.state.lock().unwrap();
+        assert!(
+            st.problems.is_empty(),
+            "fake saw bad requests: {:#?}",
+            st.problems
+        );
+    }
+}
+
+fn error_body(code: Value, description: &str) -> Value {
+    json!({"code": code, "description": description, "data": [], "source": "PartnerFD"})
+}
+
+async fn pc_handle(
+    state: Arc<Mutex<PcState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let path = uri.path().to_string();
+    let h: HashMap<String, String> = headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+
+    // The token endpoint (v2.0: scope).
+    if path.ends_with("/oauth2/v2.0/token") {
+        let form: HashMap<String, String> = url_form(&body);
+        let mut st = state.lock().unwrap();
+        let ok = method == Method::POST
+            && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+            && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+            && form.get("client_secret").map(String::as_str) == Some(SECRET)
+            && form.get("scope").map(String::as_str)
+                == Some("https://api.partnercenter.microsoft.com/.default");
+        if !ok {
+            st.problems.push(format!("bad token request: {form:?}"));
+            return (
+                StatusCode::UNAUTHORIZED,
+                axum::Json(json!({"error": "invalid_client"})),
+            )
+                .into_response();
+        }
+        let token = format!("tok-{}", st.tokens.len() + 1);
+        st.tokens.push(token.clone());
+        return axum::Json(
+            json!({"token_type": "Bearer", "expires_in": 3600, "access_token": token}),
+        )
+        .into_response();
+    }
+
+    let (scripted, delay) = {
+        let mut st = state.lock().unwrap();
+        st.requests.push(Seen {
+            at: Instant::now(),
+            method: method.to_string(),
+            path: path.clone(),
+            headers: h.clone(),
+            body: body_json.clone(),
+        });
+        // Partner Center's headers on every call.
+        let auth_ok = h
+            .get("authorization")
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| st.tokens.iter().any(|x| x == t));
+        if !auth_ok {
+            st.problems
+                .push(format!("{method} {path}: no valid bearer token"));
+            return StatusCode::UNAUTHORIZED.into_response();
+        }
+        if !h.get("ms-requestid").is_some_and(|v| is_guid(v)) {
+            st.problems.push(format!(
+                "{method} {path}: MS-RequestId missing or not a GUID"
+            ));
+        }
+        if !h.get("ms-correlationid").is_some_and(|v| is_guid(v)) {
+            st.problems.push(format!(
+                "{method} {path}: MS-CorrelationId missing or not a GUID"
+            ));
+        }
+        if h.get("accept").map(String::as_str) != Some("application/json") {
+            st.problems
+                .push(format!("{method} {path}: Accept is not application/json"));
+        }
+        let pos = st
+            .script
+            .iter()
+            .position(|s| s.method == method.as_str() && path.contains(&s.path_contains));
+        let scripted = pos.and_then(|i| st.script.remove(i));
+        let delay = if method == Method::PATCH {
+            st.patch_delay
+        } else {
+            Duration::ZERO
+        };
+        (scripted, delay)
+    };
+    if let Some(s) = scripted {
+        tokio::time::sleep(s.delay).await;
+        let mut st = state.lock().unwrap();
+        if s.bump_etag {
+            st.etag_seq += 1;
+            let seq = st.etag_seq;
+            for ((_, sub), v) in st.subs.iter_mut() {
+                if path.contains(sub.as_str()) {
+                    v["attributes"]["etag"] = json!(format!("W/\"etag-{seq}\""));
+                }
+            }
+        }
+        if s.status != 0 {
+            let mut r =
+                (StatusCode::from_u16(s.status).unwrap(), axum::Json(s.body)).into_response();
+            if let Some(ra) = s.retry_after {
+                r.headers_mut()
+                    .insert("Retry-After", ra.to_string().parse().unwrap());
+            }
+            return r;
+        }
+        // status 0: only the side effect (bump, delay); answer normally.
+    }
+
+    if path == "/v1/partners/validateresellers" && method == Method::POST {
+        let st = state.lock().unwrap();
+        let ids = body_json["partnerIds"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let results: Vec<Value> = ids
+            .iter()
+            .map(|id| {
+                let id = id.as_str().unwrap_or("");
+                match st.ids.get(id) {
+                    Some((valid, code, desc)) => {
+                        json!({"partnerId": id, "isValidPartnerIdOnRecord": valid,
+                               "errorCode": code, "errorDescription": desc})
+                    }
+                    None => json!({"partnerId": id, "isValidPartnerIdOnRecord": true}),
+                }
+            })
+            .collect();
+        return axum::Json(json!({"validationResults": results})).into_response();
+    }
+
+    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    if let ["v1", "customers", customer, "subscriptions", sub] = parts.as_slice() {
+        let key = (customer.to_string(), sub.to_string());
+        if let Some((status, text)) = state.lock().unwrap().down.clone() {
+            return (StatusCode::from_u16(status).unwrap(), text).into_response();
+        }
+        if method == Method::GET {
+            let st = state.lock().unwrap();
+            return match st.subs.get(&key) {
+                Some(v) => axum::Json(v.clone()).into_response(),
+                None => (
+                    StatusCode::NOT_FOUND,
+                    axum::Json(error_body(json!(800002), "Subscription not found")),
+                )
+                    .into_response(),
+            };
+        }
+        if method == Method::PATCH {
+            tokio::time::sleep(delay).await;
+            let mut st = state.lock().unwrap();
+            let Some(current) = st.subs.get(&key).cloned() else {
+                return StatusCode::NOT_FOUND.into_response();
+            };
+            let etag = current["attributes"]["etag"]
+                .as_str()
+                .unwrap_or("")
+                .to_string();
+            if h.get("if-match") != Some(&etag) {
+                return (
+                    StatusCode::PRECONDITION_FAILED,
+                    axum::Json(error_body(
+                        json!(2055),
+                        "The resource has been modified; ETag stale",
+                    )),
+                )
+                    .into_response();
+            }
+            if h.get("content-type").map(String::as_str) != Some("application/json") {
+                st.problems
+                    .push(format!("PATCH {path}: Content-Type not JSON"));
+            }
+            // The whole resource comes back with only partnerId changed.
+            let mut expect = current.clone();
+            expect["partnerId"] = body_json["partnerId"].clone();
+            if body_json != expect || !body_json["partnerId"].is_string() {
+                st.problems.push(format!(
+                    "PATCH {path}: body is not the resource with partnerId set: {body_json}"
+                ));
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(error_body(json!(400), "bad body")),
+                )
+                    .into_response();
+            }
+            st.etag_seq += 1;
+            let mut next = body_json.clone();
+            next["attributes"]["etag"] = json!(format!("W/\"etag-{}\"", st.etag_seq));
+            st.subs.insert(key, next.clone());
+            let rid = h.get("ms-requestid").cloned().unwrap_or_default();
+            st.applied.push((
+                sub.to_string(),
+                next["partnerId"].as_str().unwrap_or("").to_string(),
+                rid,
+            ));
+            return axum::Json(next).into_response();
+        }
+    }
+    state
+        .lock()
+        .unwrap()
+        .problems
+        .push(format!("unexpected {method} {path}"));
+    StatusCode::NOT_FOUND.into_response()
+}
+
+fn url_form(body: &[u8]) -> HashMap<String, String> {
+    fn decode(s: &str) -> String {
+        let s = s.replace('+', " ");
+        let b = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' && i + 2 < b.len() {
+                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+            }
+            out.push(b[i]);
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    }
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (decode(k), decode(v)))
+        .collect()
+}
+
+/// The distributor's platform: records every request, checks the bearer token
+/// and that an Idempotency-Key is present; answers 500 to the first request of
+/// every path listed in `fail_once`.
+/// (requests, problems, paths whose next request fails once).
+type PlatformState = (Vec<Seen>, Vec<String>, Vec<String>);
+
+#[derive(Clone)]
+struct PlatformFake {
+    url: String,
+    state: Arc<Mutex<PlatformState>>,
+}
+
+impl PlatformFake {
+    fn start(fail_once: Vec<String>) -> PlatformFake {
+        let state = Arc::new(Mutex::new((Vec::new(), Vec::new(), fail_once)));
+        let s = state.clone();
+        let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
+            let s = s.clone();
+            async move {
+                let headers: HashMap<String, String> = h
+                    .iter()
+                    .map(|(k, v)| {
+                        (
+                            k.as_str().to_lowercase(),
+                            v.to_str().unwrap_or("").to_string(),
+                        )
+                    })
+                    .collect();
+                let mut st = s.lock().unwrap();
+                let path = u.path().to_string();
+                if headers.get("authorization").map(String::as_str)
+                    != Some(&format!("Bearer {PLATFORM_TOKEN}"))
+                {
+                    st.1.push(format!("{m} {path}: bad token"));
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                if headers.get("idempotency-key").is_none_or(|k| k.is_empty()) {
+                    st.1.push(format!("{m} {path}: no Idempotency-Key"));
+                }
+                let body: Value = serde_json::from_slice(&b).unwrap_or(Value::Null);
+                if body.is_null() {
+                    st.1.push(format!("{m} {path}: body is not JSON"));
+                }
+                st.0.push(Seen {
+                    at: Instant::now(),
+                    method: m.to_string(),
+                    path: path.clone(),
+                    headers,
+                    body,
+                });
+                if let Some(i) = st.2.iter().position(|p| *p == path) {
+                    st.2.remove(i);
+                    return (StatusCode::INTERNAL_SERVER_ERROR, "try again").into_response();
+                }
+                (StatusCode::OK, axum::Json(json!({"ok": true}))).into_response()
+            }
+        });
+        PlatformFake {
+            url: serve(app),
+            state,
+        }
+    }
+
+    fn seen(&self) -> Vec<Seen> {
+        self.state.lock().unwrap().0.clone()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The backend on its own.
+
+fn corpus() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    assert!(
+        p.join("reseller/subscriptions.csv").exists(),
+        "the shared corpus is missing at {}: it must sit beside the repository",
+        p.display()
+    );
+    p
+}
+
+fn pc_backend_section(url: &str, dir: &Path, extra: &str) -> String {
+    std::fs::write(dir.join("pc.secret"), format!("{SECRET}\n")).unwrap();
+    format!(
+        "[backend]\nkind = \"partner-center\"\nbase_url = \"{url}\"\n\
+         token_url = \"{url}/tenant-1/oauth2/v2.0/token\"\nclient_id = \"{CLIENT_ID}\"\n\
+         client_secret_file = \"{}\"\n{extra}",
+        dir.join("pc.secret").display()
+    )
+}
+
+fn pc_backend(fake: &PcFake, dir: &Path, extra: &str) -> Backend {
+    let text = pc_backend_section(&fake.url, dir, extra);
+    let config = Config::parse(&text, "test.toml", dir).unwrap();
+    Backend::new(&config.backend).unwrap()
+}
+
+fn sub_job(id: i64, customer: &str, sub: &str, new_id: &str) -> JobRow {
+    JobRow {
+        id,
+        case_id: 7,
+        account: "R-20031".into(),
+        kind: "subscription".into(),
+        subscription_id: Some(sub.into()),
+        customer_id: Some(customer.into()),
+        mpn_id: new_id.into(),
+        old_mpn_id: Some("4417206".into()),
+        state: "running".into(),
+        attempts: 1,
+        last_error: String::new(),
+        idempotency_key: format!("mpnd-7-sub-{sub}"),
+    }
+}
+
+fn id(s: &str) -> MpnId {
+    MpnId::parse(s).unwrap()
+}
+
+#[tokio::test]
+async fn verify_valid_invalid_and_per_id_error() {
+    let fake = PcFake::start();
+    fake.invalid(
+        "7000001",
+        json!("800016"),
+        "Partner is not a valid indirect reseller",
+    );
+    fake.invalid("7000002", json!(900400), "Invalid partner id");
+    let dir = tempfile::tempdir().unwrap();
+    let b = pc_backend(&fake, dir.path(), "");
+    assert!(b.verifies(), "verify defaults to true for partner-center");
+
+    let v = b.verify(&id("6284913")).await;
+    assert!(
+        matches!(&v, Verification::Valid { evidence } if evidence.contains("valid on record")),
+        "{v:?}"
+    );
+    match b.verify(&id("7000001")).await {
+        Verification::Invalid {
+            code, description, ..
+        } => {
+            assert_eq!(code.as_deref(), Some("800016"));
+            assert_eq!(description, "Partner is not a valid indirect reseller");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    match b.verify(&id("7000002")).await {
+        Verification::Invalid { code, evidence, .. } => {
+            assert_eq!(code.as_deref(), Some("900400"));
+            assert!(evidence.contains("Invalid partner id"), "{evidence}");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    let posts = fake.requests("POST", "/v1/partners/validateresellers");
+    assert_eq!(posts.len(), 3);
+    assert_eq!(posts[0].body, json!({"partnerIds": ["6284913"]}));
+    assert_eq!(
+        fake.state.lock().unwrap().tokens.len(),
+        1,
+        "the token is cached"
+    );
+
+    // A 503 is no answer, never a rejection; until the pause is over Microsoft is
+    // not asked again.
+    for _ in 0..3 {
+        fake.script(Scripted::new("POST", "validateresellers", 503, json!({})));
+    }
+    let v = b.verify(&id("6284913")).await;
+    assert!(
+        matches!(&v, Verification::Unavailable(why) if why.contains("503")),
+        "{v:?}"
+    );
+    let v = b.verify(&id("6284913")).await;
+    assert!(matches!(v, Verification::Unavailable(_)));
+    assert_eq!(
+        fake.requests("POST", "validateresellers").len(),
+        6,
+        "3 tries, then paused"
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn patch_sets_partner_id_once_and_a_repeat_changes_nothing() {
+    let fake = PcFake::start();
+    fake.add_sub("cust-1", "sub-1", "Microsoft 365 E3", "4417206");
+    let dir = tempfile::tempdir().unwrap();
+    let b = pc_backend(&fake, dir.path(), "");
+    let job = sub_job(1, "cust-1", "sub-1", "6284913");
+
+    let out = b.run(&job).await;
+    assert!(
+        matches!(&out, JobOutcome::Done(n) if n.contains("6284913")),
+        "{out:?}"
+    );
+    let patches = fake.requests("PATCH", "/subscriptions/sub-1");
+    assert_eq!(patches.len(), 1);
+    assert_eq!(patches[0].headers["if-match"], "W/\"etag-1\"");
+    assert_eq!(patches[0].body["partnerId"], "6284913");
+    assert_eq!(
+        patches[0].body["offerName"], "Microsoft 365 E3",
+        "the rest is intact"
+    );
+    assert_eq!(
+        fake.requests("GET", "/subscriptions/sub-1").len(),
+        2,
+        "read, then read back"
+    );
+    assert_eq!(fake.partner_of("sub-1"), "6284913");
+
+    // After a crash the job runs again: it reads, sees the ID, writes nothing.
+    let out = b.run(&JobRow { attempts: 2, ..job }).await;
+    assert!(
+        matches!(&out, JobOutcome::Done(n) if n.contains("nothing changed")),
+        "{out:?}"
+    );
+    assert_eq!(fake.requests("PATCH", "").len(), 1);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn throttling_is_honoured_with_the_same_request_id() {
+    let fake = PcFake::start();
+    fake.add_sub("cust-1", "sub-1", "Microsoft 365 E3", "4417206");
+    let mut s = Scripted::new(
+        "PATCH",
+        "sub-1",
+        429,
+        error_body(json!(429), "Too many requests"),
+    );
+    s.retry_after = Some(2);
+    fake.script(s);
+    let dir = tempfile::tempdir().unwrap();
+    let b = pc_backend(&fake, dir.path(), "");
+    let out = b.run(&sub_job(1, "cust-1", "sub-1", "6284913")).await;
+    assert!(matches!(out, JobOutcome::Done(_)), "{out:?}");
+    let patches = fake.requests("PATCH", "sub-1");
+    assert_eq!(patches.len(), 2);
+    assert!(
+        patches[1].at.duration_since(patches[0].at) >= Duration::from_secs(2),
+        "Retry-After honoured"
+    );
+    assert_eq!(
+        patches[0].headers["ms-requestid"], patches[1].headers["ms-requestid"],
+        "a retry of the same write carries the same MS-RequestId"
+    );
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn stale_etag_is_read_again_and_retried_once() {
+    let fake = PcFake::start();
+    fake.add_sub("cust-1", "sub-1", "Microsoft 365 E3", "4417206");
+    // Someone edits the subscription between our GET and our PATCH.
+    let mut s = Scripted::new("PATCH", "sub-1", 0, json!(null));
+    s.bump_etag = true;
+    fake.script(s);
+    let dir = tempfile::tempdir().unwrap();
+    let b = pc_backend(&fake, dir.path(), "");
+    let out = b.run(&sub_job(1, "cust-1", "sub-1", "6284913")).await;
+    assert!(matches!(out, JobOutcome::Done(_)), "{out:?}");
+    let patches = fake.requests("PATCH", "sub-1");
+    assert_eq!(
+        patches.len(),
+        2,
+        "412/2055, then once more with the fresh ETag"
+    );
+    assert_ne!(
+        patches[0].headers["if-match"],
+        patches[1].headers["if-match"]
+    );
+    assert_eq!(fake.applied().len(), 1);
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn documented_refusal_fails_the_job_with_its_code() {
+    let fake = PcFake::start();
+    fake.add_sub("cust-1", "sub-1", "Microsoft 365 E3", "4417206");
+    fake.script(Scripted::new(
+        "PATCH",
+        "sub-1",
+        400,
+        error_body(json!(800098), "Cannot update the partner on record."),
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let b = pc_backend(&fake, dir.path(), "");
+    match b.run(&sub_job(1, "cust-1", "sub-1", "6284913")).await {
+        JobOutcome::Failed(e) => {
+            assert!(e.contains("800098"), "{e}");
+            assert!(
+                e.contains("Cannot update the partner on record."),
+                "kept verbatim: {e}"
+            );
+        }
+        other => panic!("expected a failed job, got {other:?}"),
+    }
+    assert_eq!(
+        fake.requests("PATCH", "").len(),
+        1,
+        "a refusal is not retried"
+    );
+    assert_eq!(fake.partner_of("sub-1"), "4417206");
+    fake.assert_clean();
+}
+
+#[tokio::test]
+async fn a_slow_answer_times_out_and_is_retried() {
+    let fake = PcFake::start();
+    fake.add_sub("cust-1", "sub-1", "Microsoft 365 E3", "4417206");
+    let mut s = Scripted::new("GET", "sub-1", 0, json!(null));
+    s.delay = Duration::from_secs(3);
+    fake.script(s);
+    let dir = tempfile::tempdir().unwrap();
+    let b = pc_backend(&fake, dir.path(), "timeout_secs = 1\n");
+    let out = b.run(&sub_job(1, "cust-1", "sub-1", "6284913")).await;
+    assert!(matches!(out, JobOutcome::Done(_)), "{out:?}");
+    assert_eq!(fake.partner_of("sub-1"), "6284913");
+    // A subscription that stays down is handed back for a later attempt.
+    fake.state.lock().unwrap().down = Some((503, "maintenance".into()));
+    let out = b.run(&sub_job(2, "cust-1", "sub-1", "7388016")).await;
+    assert!(
+        matches!(&out, JobOutcome::Retry { error, .. } if error.contains("503")),
+        "{out:?}"
+    );
+    fake.assert_clean();
+}
+
+// ---------------------------------------------------------------------------
+// The real binary.
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    daemon: Option<Child>,
+}
+
+impl World {
+    /// A config like the e2e tests', plus `backend` (a whole `[backend]` section).
+    fn new(backend: impl FnOnce(&Path) -> String) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("mpnd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{state}\"\n\
+                 [smtp]\nkind = \"file\"\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
+                 [gate]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [policy]\nown_addresses = [\"cloud@nordwind-dist.example\"]\n{backend}",
+                state = dir.path().join("var").display(),
+                backend = backend(dir.path()),
+            ),
+        )
+        .unwrap();
+        World {
+            dir,
+            config,
+            port,
+            daemon: None,
+        }
+    }
+
+    fn var(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    fn mpnd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mpnd"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("USER", "tester")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.mpnd(args);
+        assert!(
+            out.status.success(),
+            "mpnd {args:?} failed: {}\nlog:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        serde_json::from_str(&self.ok(args)).unwrap()
+    }
+
+    fn import_registry(&self) {
+        let c = corpus().join("reseller");
+        self.ok(&[
+            "reseller",
+            "import",
+            c.join("resellers.csv").to_str().unwrap(),
+        ]);
+        self.ok(&[
+            "subscription",
+            "import",
+            c.join("subscriptions.csv").to_str().unwrap(),
+        ]);
+    }
+
+    fn start(&mut self) {
+        let child = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .env("RUST_LOG", "mpnd=debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("daemon.log"))
+                    .unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.http("/healthz").is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("daemon did not come up; log:\n{}", self.log());
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    fn http(&self, path: &str) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.split(' ').nth(1)?.parse().ok()?;
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        Some((status, body))
+    }
+
+    fn deliver(&self, name: &str, raw: &[u8]) {
+        let md = self.var().join("mail");
+        std::fs::create_dir_all(md.join("tmp")).unwrap();
+        std::fs::create_dir_all(md.join("new")).unwrap();
+        std::fs::write(md.join("tmp").join(name), raw).unwrap();
+        std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
+    }
+
+    /// Delivers a mail and returns its case (in review: triage is a placeholder here).
+    fn mail_case(&self, n: usize, from: &str) -> String {
+        let raw = format!(
+            "From: <{from}>\r\nTo: cloud@nordwind-dist.example\r\nSubject: Neue MPN-ID\r\n\
+             Message-ID: <backend-{n}@test.example>\r\nDate: Tue, 18 Nov 2025 11:02:08 +0100\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\r\nunsere neue MPN-ID lautet 6284913.\r\n"
+        );
+        self.deliver(&format!("17000000{n:02}.M1P1.test"), raw.as_bytes());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let cases = self.json(&["queue", "list", "--state", "all", "--json"]);
+            if let Some(c) = cases.as_array().unwrap().get(n) {
+                return c["id"].as_i64().unwrap().to_string();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "mail not committed; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn gate(&self, account: &str) -> bool {
+        self.mpnd(&["gate", account]).status.code() == Some(0)
+    }
+
+    fn case(&self, case: &str) -> Value {
+        self.json(&["queue", "show", case, "--json"])
+    }
+
+    fn wait_case(&self, case: &str, state: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let c = self.case(case);
+            if c["state"] == state {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "case {case} not {state}: {c:#}\nlog:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn outbox_kinds(&self, secs: u64, want: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let mails: Vec<String> = std::fs::read_dir(self.var().join("outbox"))
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if mails
+                .iter()
+                .any(|m| m.contains(&format!("X-Mpnd-Kind: {want}")))
+            {
+                return mails;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {want} mail; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+const R1: &str = "R-20031";
+const R1_CONTACT: &str = "k.bergmann@bergmann-it.example";
+
+fn subs_of(w: &World, account: &str) -> Vec<String> {
+    w.json(&["subscription", "list", "--account", account, "--json"])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["subscription_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn partner_center_applies_every_subscription_once_across_a_sigkill() {
+    let fake = PcFake::start();
+    fake.seed_corpus();
+    // Slow PATCHes, so the kill lands while one is in flight.
+    fake.state.lock().unwrap().patch_delay = Duration::from_millis(1500);
+    let url = fake.url.clone();
+    let mut w = World::new(|dir| pc_backend_section(&url, dir, "concurrency = 1\n"));
+    w.import_registry();
+    w.start();
+    let case = w.mail_case(0, R1_CONTACT);
+    w.ok(&[
+        "queue",
+        "approve",
+        &case,
+        "--id",
+        "6284913",
+        "--account",
+        R1,
+    ]);
+    assert!(!w.gate(R1), "orders blocked while updating");
+    let reasons = w.case(&case)["reasons"].to_string();
+    assert!(
+        reasons.contains("valid on record"),
+        "verification is evidence: {reasons}"
+    );
+
+    // Kill as soon as the first PATCH has reached Partner Center.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while fake.requests("PATCH", "").is_empty() {
+        assert!(Instant::now() < deadline, "no PATCH; log:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    w.kill();
+    assert!(!w.gate(R1), "the gate never opens on a partial update");
+    w.start();
+    w.wait_case(&case, "done", 40);
+    assert!(w.gate(R1));
+    assert!(
+        w.log().contains("interrupted by the last stop run again"),
+        "the job killed mid-PATCH was claimed again; log:\n{}",
+        w.log()
+    );
+
+    let subs = subs_of(&w, R1);
+    assert!(
+        subs.len() >= 2,
+        "the corpus reseller has several subscriptions"
+    );
+    let applied = fake.applied();
+    for sub in &subs {
+        let mine: Vec<_> = applied.iter().filter(|(s, _, _)| s == sub).collect();
+        assert_eq!(mine.len(), 1, "{sub} changed exactly once: {applied:?}");
+        assert_eq!(mine[0].1, "6284913");
+        assert_eq!(fake.partner_of(sub), "6284913");
+        // Every PATCH of this subscription, before and after the kill, was the
+        // same request to Partner Center.
+        let ids: Vec<String> = fake
+            .requests("PATCH", sub)
+            .iter()
+            .map(|r| r.headers["ms-requestid"].clone())
+            .collect();
+        assert!(ids.windows(2).all(|p| p[0] == p[1]), "{ids:?}");
+    }
+    assert_eq!(applied.len(), subs.len(), "no other subscription touched");
+    let mails = w.outbox_kinds(15, "applied");
+    assert!(mails.iter().any(|m| m.contains("X-Mpnd-Kind: received")));
+    let reseller = w.json(&["reseller", "show", R1, "--json"]);
+    assert_eq!(reseller["reseller"]["mpn_id"], "6284913");
+    fake.assert_clean();
+}
+
+#[test]
+fn an_id_microsoft_does_not_confirm_is_rejected_without_any_patch() {
+    let fake = PcFake::start();
+    fake.seed_corpus();
+    fake.invalid(
+        "6284913",
+        json!("800016"),
+        "Partner is not a valid indirect reseller",
+    );
+    let url = fake.url.clone();
+    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    w.import_registry();
+    w.start();
+    let case = w.mail_case(0, R1_CONTACT);
+    let out = w.mpnd(&[
+        "queue",
+        "approve",
+        &case,
+        "--id",
+        "6284913",
+        "--account",
+        R1,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let c = w.case(&case);
+    assert_eq!(c["state"], "rejected");
+    assert!(c["reasons"].to_string().contains("800016"), "{c:#}");
+    assert!(c["jobs"].as_array().unwrap().is_empty(), "no job queued");
+    let mails = w.outbox_kinds(15, "rejected");
+    let rejected = mails
+        .iter()
+        .find(|m| m.contains("X-Mpnd-Kind: rejected"))
+        .unwrap();
+    let parsed = mail_parser::MessageParser::default()
+        .parse(rejected.as_bytes())
+        .unwrap();
+    assert!(
+        parsed
+            .body_text(0)
+            .unwrap()
+            .contains("Partnerschaftsanfrage"),
+        "plain German words for the reseller"
+    );
+    assert!(
+        fake.requests("PATCH", "").is_empty(),
+        "nothing changed at Microsoft"
+    );
+    assert!(!w.gate(R1), "orders stay blocked");
+    fake.assert_clean();
+}
+
+#[test]
+fn server_errors_recover_alone_and_a_dead_job_is_revived() {
+    let fake = PcFake::start();
+    fake.seed_corpus();
+    fake.state.lock().unwrap().down = Some((503, "maintenance".into()));
+    let url = fake.url.clone();
+    let mut w = World::new(|dir| pc_backend_section(&url, dir, "max_attempts = 2\n"));
+    w.import_registry();
+    w.start();
+    let case = w.mail_case(0, R1_CONTACT);
+    w.ok(&[
+        "queue",
+        "approve",
+        &case,
+        "--id",
+        "6284913",
+        "--account",
+        R1,
+    ]);
+
+    // Partner Center stays down: after two attempts each job is dead, shown with
+    // its last error, and the reseller stays blocked.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let subs = subs_of(&w, R1).len();
+    loop {
+        let dead = w.json(&["job", "list", "--case", &case, "--state", "dead", "--json"]);
+        let dead = dead.as_array().unwrap();
+        if dead.len() == subs {
+            assert!(dead
+                .iter()
+                .all(|j| j["last_error"].as_str().unwrap().contains("503")));
+            assert!(dead.iter().all(|j| j["attempts"] == 2));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs not dead; log:\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!w.gate(R1));
+
+    // Recovery: a few more 500s, then healthy. The operator revives the case once;
+    // the rest happens without anybody.
+    {
+        let mut st = fake.state.lock().unwrap();
+        st.down = None;
+        for _ in 0..4 {
+            st.script
+                .push_back(Scripted::new("GET", "/subscriptions/", 500, json!({})));
+        }
+    }
+    let out = w.ok(&["queue", "retry", &case]);
+    assert!(out.contains(&format!("{subs} job(s)")), "{out}");
+    w.wait_case(&case, "done", 40);
+    assert!(w.gate(R1));
+    assert_eq!(fake.applied().len(), subs);
+    fake.assert_clean();
+}
+
+#[test]
+fn http_backend_updates_the_platform_and_reports_gate_changes() {
+    let platform = PlatformFake::start(vec!["/accounts/R-20031/mpn-id".into()]);
+    let url = platform.url.clone();
+    let mut w = World::new(|dir| {
+        std::fs::write(dir.join("platform.token"), PLATFORM_TOKEN).unwrap();
+        format!(
+            "[backend]\nkind = \"http\"\nbase_url = \"{url}\"\ntoken_file = \"{}\"\n\
+             account_request = {{ method = \"PUT\", path = \"/accounts/{{{{account}}}}/mpn-id\", \
+               body = '{{\"mpn_id\": \"{{{{mpn_id}}}}\", \"old\": \"{{{{old_mpn_id}}}}\"}}' }}\n\
+             subscription_request = {{ method = \"PATCH\", path = \"/customers/{{{{customer_id}}}}/subscriptions/{{{{subscription_id}}}}\", \
+               body = '{{\"partner_id\": \"{{{{mpn_id}}}}\"}}' }}\n\
+             gate_request = {{ method = \"POST\", path = \"/resellers/{{{{account}}}}/gate\", \
+               body = '{{\"allowed\": {{{{allowed}}}}, \"state\": \"{{{{state}}}}\", \"event\": {{{{event_id}}}}}}' }}\n",
+            dir.join("platform.token").display()
+        )
+    });
+    w.import_registry();
+    w.start();
+    let case = w.mail_case(0, R1_CONTACT);
+    w.ok(&[
+        "queue",
+        "approve",
+        &case,
+        "--id",
+        "6284913",
+        "--account",
+        R1,
+    ]);
+    w.wait_case(&case, "done", 30);
+    assert!(w.gate(R1));
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let gate_calls = loop {
+        let calls: Vec<Seen> = platform
+            .seen()
+            .into_iter()
+            .filter(|s| s.path.ends_with("/gate"))
+            .collect();
+        if calls.iter().any(|c| c.body["allowed"] == true) {
+            break calls;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no 'allowed' hook; log:\n{}",
+            w.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        gate_calls.first().unwrap().body["allowed"],
+        false,
+        "blocked first: {gate_calls:?}"
+    );
+    assert_eq!(gate_calls.first().unwrap().body["state"], "updating");
+    assert_eq!(gate_calls.last().unwrap().body["allowed"], true);
+
+    let seen = platform.seen();
+    let account: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.path == "/accounts/R-20031/mpn-id")
+        .collect();
+    assert_eq!(account.len(), 2, "a 500, then the retry");
+    assert_eq!(
+        account[0].headers["idempotency-key"],
+        account[1].headers["idempotency-key"]
+    );
+    assert_eq!(
+        account[1].body,
+        json!({"mpn_id": "6284913", "old": "4417206"})
+    );
+    let subs = subs_of(&w, R1);
+    for sub in &subs {
+        let calls: Vec<&Seen> = seen
+            .iter()
+            .filter(|s| s.path.ends_with(&format!("/subscriptions/{sub}")))
+            .collect();
+        assert_eq!(calls.len(), 1, "{sub}");
+        assert_eq!(calls[0].method, "PATCH");
+        assert_eq!(calls[0].body, json!({"partner_id": "6284913"}));
+        assert_eq!(
+            calls[0].headers["idempotency-key"],
+            format!("mpnd-{case}-sub-{sub}")
+        );
+    }
+    let problems = platform.state.lock().unwrap().1.clone();
+    assert!(problems.is_empty(), "{problems:#?}");
+}

@@ -269,7 +269,10 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
             format!("{:?}", new.gate) != format!("{:?}", old.gate),
         ),
         ("state_dir", new.state_dir != old.state_dir),
-        ("backend", format!("{:?}", new.backend) != format!("{:?}", old.backend)),
+        (
+            "backend",
+            format!("{:?}", new.backend) != format!("{:?}", old.backend),
+        ),
     ] {
         if differs {
             changes.push(format!(

@@ -920,11 +920,20 @@ impl World {
     }
 
     /// Delivers a mail and returns its case (in review: triage is a placeholder here).
+    /// A mail without an ID (so it waits in review for the operator's approval).
     fn mail_case(&self, n: usize, from: &str) -> String {
+        self.mail_case_with(
+            n,
+            from,
+            "wir haben uns neu registriert; die neue ID reichen wir nach.",
+        )
+    }
+
+    fn mail_case_with(&self, n: usize, from: &str, body: &str) -> String {
         let raw = format!(
             "From: <{from}>\r\nTo: cloud@nordwind-dist.example\r\nSubject: Neue MPN-ID\r\n\
              Message-ID: <backend-{n}@test.example>\r\nDate: Tue, 18 Nov 2025 11:02:08 +0100\r\n\
-             Content-Type: text/plain; charset=utf-8\r\n\r\nunsere neue MPN-ID lautet 6284913.\r\n"
+             Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
         );
         self.deliver(&format!("17000000{n:02}.M1P1.test"), raw.as_bytes());
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -1136,6 +1145,55 @@ fn an_id_microsoft_does_not_confirm_is_rejected_without_any_patch() {
     );
     assert!(!w.gate(R1), "orders stay blocked");
     fake.assert_clean();
+}
+
+#[test]
+fn a_mail_with_a_valid_id_is_verified_and_applied_without_an_operator() {
+    let fake = PcFake::start();
+    fake.seed_corpus();
+    let url = fake.url.clone();
+    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    w.import_registry();
+    w.start();
+    let case = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
+    let c = w.wait_case(&case, "done", 30);
+    assert!(c["reasons"].to_string().contains("6284913"), "{c:#}");
+    assert_eq!(
+        fake.requests("POST", "/v1/partners/validateresellers")
+            .len(),
+        1,
+        "verified once, before the commit"
+    );
+    assert!(
+        !fake.requests("PATCH", "").is_empty(),
+        "subscriptions changed"
+    );
+    assert!(w.gate(R1), "orders open once every job is done");
+    fake.assert_clean();
+}
+
+#[test]
+fn a_mail_with_an_id_microsoft_refuses_is_rejected_by_the_daemon() {
+    let fake = PcFake::start();
+    fake.seed_corpus();
+    fake.invalid(
+        "6284913",
+        json!("800016"),
+        "Partner is not a valid indirect reseller",
+    );
+    let url = fake.url.clone();
+    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    w.import_registry();
+    w.start();
+    let case = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
+    let c = w.wait_case(&case, "rejected", 30);
+    assert!(c["reasons"].to_string().contains("800016"), "{c:#}");
+    assert!(
+        fake.requests("PATCH", "").is_empty(),
+        "nothing changed at Microsoft"
+    );
+    assert!(!w.gate(R1), "orders stay blocked");
+    w.outbox_kinds(15, "rejected");
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! OAuth2 access tokens for the mailbox and SMTP logins (Microsoft 365 and any
-//! provider with a client-credentials grant).
+//! OAuth2 access tokens: for the mailbox and SMTP logins (XOAUTH2) and for Partner
+//! Center (app-only, or app+user through a refresh token).
 //!
 //! [`TokenSource`] owns one client registration and the token it last obtained. It
-//! asks the token endpoint with a form POST (`grant_type=client_credentials`), keeps
+//! asks the token endpoint with a form POST (`grant_type=client_credentials`, or
+//! `refresh_token` for an app+user source; the audience as `scope=` for Entra's
+//! v2.0 endpoint or `resource=` for v1), keeps
 //! the token, and asks again a little before it expires (5 minutes, or a tenth of
 //! the token's lifetime when that is shorter), or after [`TokenSource::invalidate`]
 //! when a server rejected it. Nothing is retried here: a failed request is an error
@@ -35,8 +37,12 @@ pub struct TokenSource {
     client_id: String,
     /// Never printed: `Debug` is written by hand to leave it out.
     client_secret: String,
-    /// e.g. `https://outlook.office365.com/.default` for IMAP and SMTP on Exchange Online.
-    scope: String,
+    /// ("scope", "https://outlook.office365.com/.default") for IMAP and SMTP on
+    /// Exchange Online; ("resource", …) for Entra's v1 endpoint.
+    audience: (&'static str, String),
+    /// `Some` for the refresh-token grant (app+user). Entra may rotate it with every
+    /// use, so the newest is kept (in memory only: the file is the operator's).
+    refresh_token: Option<Mutex<String>>,
     http: reqwest::Client,
     /// The last token and when to stop using it. A std mutex: it is held only to
     /// read or replace the value, never across an await.
@@ -55,6 +61,8 @@ struct Cached {
 #[derive(Deserialize)]
 struct TokenReply {
     access_token: String,
+    /// A rotated refresh token (refresh-token grant only).
+    refresh_token: Option<String>,
     /// Seconds. Azure AD v1 endpoints send it as a string, v2 as a number.
     expires_in: Option<NumberOrString>,
 }
@@ -96,11 +104,24 @@ impl TokenSource {
             token_url,
             client_id,
             client_secret,
-            scope,
+            audience: ("scope", scope),
+            refresh_token: None,
             http,
             cached: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
         }
+    }
+
+    /// Names the audience with `resource=` (Entra's v1 endpoint) instead of `scope=`.
+    pub fn with_resource(mut self, resource: String) -> Self {
+        self.audience = ("resource", resource);
+        self
+    }
+
+    /// Uses the refresh-token grant (app+user) instead of client credentials.
+    pub fn with_refresh_token(mut self, refresh_token: String) -> Self {
+        self.refresh_token = Some(Mutex::new(refresh_token));
+        self
     }
 
     /// A valid access token: the cached one while it is fresh, else a new one.
@@ -148,12 +169,22 @@ impl TokenSource {
     }
 
     async fn request(&self) -> anyhow::Result<(String, Duration)> {
-        let form = [
-            ("grant_type", "client_credentials"),
-            ("client_id", self.client_id.as_str()),
-            ("client_secret", self.client_secret.as_str()),
-            ("scope", self.scope.as_str()),
+        let refresh = self
+            .refresh_token
+            .as_ref()
+            .map(|m| m.lock().unwrap_or_else(|p| p.into_inner()).clone());
+        let mut form = vec![
+            ("client_id", self.client_id.clone()),
+            ("client_secret", self.client_secret.clone()),
+            (self.audience.0, self.audience.1.clone()),
         ];
+        match refresh {
+            Some(rt) => {
+                form.push(("grant_type", "refresh_token".into()));
+                form.push(("refresh_token", rt));
+            }
+            None => form.push(("grant_type", "client_credentials".into())),
+        }
         // reqwest's errors name the URL but never the form body, so the secret
         // can't leak through them.
         let reply = self
@@ -188,6 +219,9 @@ impl TokenSource {
                 "oauth2 token endpoint {} sent an empty access_token",
                 self.token_url
             ));
+        }
+        if let (Some(m), Some(new)) = (&self.refresh_token, reply.refresh_token) {
+            *m.lock().unwrap_or_else(|p| p.into_inner()) = new;
         }
         // Without expires_in (it is only RECOMMENDED) assume the usual hour.
         let secs = reply
@@ -231,7 +265,7 @@ impl fmt::Debug for TokenSource {
             .field("token_url", &self.token_url)
             .field("client_id", &self.client_id)
             .field("client_secret", &"<redacted>")
-            .field("scope", &self.scope)
+            .field("audience", &self.audience)
             .field("token_cached", &cached.unwrap_or(false))
             .finish()
     }

@@ -26,7 +26,7 @@ use crate::config::{BackendConfig, BackendKind};
 use crate::store::{GateEvent, JobRow};
 use crate::triage::MpnId;
 
-pub use token::TokenSource;
+pub use crate::oauth::TokenSource;
 
 /// In-call tries of one request before the job goes back to the worker's queue.
 const TRIES: u32 = 3;

@@ -107,8 +107,8 @@ impl PartnerCenter {
     pub(super) fn new(cfg: &PartnerCenterConfig) -> PartnerCenter {
         PartnerCenter {
             base: cfg.base_url.clone(),
-            app: TokenSource::app(cfg),
-            user: TokenSource::user(cfg),
+            app: super::token::app(cfg),
+            user: super::token::user(cfg),
             check_relationship: cfg.check_relationship,
         }
     }
@@ -128,7 +128,7 @@ impl PartnerCenter {
             (true, Some(u)) => u,
             _ => &self.app,
         };
-        let token = match source.get(client.http()).await {
+        let token = match source.token().await {
             Ok(t) => t,
             Err(e) => {
                 return Answer::Transient {
@@ -142,7 +142,7 @@ impl PartnerCenter {
                 let mut b = client
                     .http()
                     .request(method.clone(), url)
-                    .bearer_auth(token.expose())
+                    .bearer_auth(&token)
                     .header("Accept", "application/json")
                     .header("MS-RequestId", request_id)
                     .header("MS-CorrelationId", correlation_id);
@@ -157,7 +157,7 @@ impl PartnerCenter {
             .await;
         if let Answer::Refused { status: 401, .. } = &answer {
             // An expired or revoked token: get a new one on the next try.
-            source.invalidate().await;
+            source.invalidate();
             return Answer::Transient {
                 error: "HTTP 401: Partner Center refused our token".into(),
                 after: None,

@@ -11,6 +11,8 @@ command -v doveadm >/dev/null 2>&1 || missing+=(dovecot-imapd)
 # dovecot-core alone brings `dovecot` but not the IMAP server it runs.
 [ -x /usr/lib/dovecot/imap ] || missing+=(dovecot-imapd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+# The unit-file test runs `systemd-analyze verify` and `security --offline`.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 # The test Dovecot runs mail as Debian's `mail` user; it ships with base-passwd,
 # but say so plainly if some image lacks it.
 if ! getent passwd mail >/dev/null 2>&1; then

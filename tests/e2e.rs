@@ -859,3 +859,176 @@ fn imap_uidvalidity_change_skips_nothing_and_doubles_nothing() {
     );
     w.stop();
 }
+
+#[test]
+fn reseller_import_is_all_or_nothing_and_names_bad_lines() {
+    let w = World::new();
+    w.import_registry();
+    let before = w.json(&["reseller", "list", "--json"]);
+    let bad = w.dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "account,company,contact_emails,domains,old_mpn_id,locale\n\
+         R-20031,Bergmann IT-Systemhaus GmbH (renamed),k.bergmann@bergmann-it.example,bergmann-it.example,4417206,de\n\
+         R-30001,New GmbH,not-an-address,new.example,12ab,fr\n",
+    )
+    .unwrap();
+    let out = w.mpnd(&["reseller", "import", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 3: contact_emails"), "{err}");
+    assert!(err.contains("line 3: old_mpn_id"), "{err}");
+    assert!(err.contains("line 3: locale"), "{err}");
+    assert_eq!(
+        w.json(&["reseller", "list", "--json"]),
+        before,
+        "nothing changed"
+    );
+
+    // A good re-import updates in place and says so.
+    let good = w.dir.path().join("good.csv");
+    std::fs::write(
+        &good,
+        "account,company,contact_emails,domains,old_mpn_id,locale\n\
+         R-20031,Bergmann IT (renamed),k.bergmann@bergmann-it.example,bergmann-it.example,4417206,en\n",
+    )
+    .unwrap();
+    let out = w.ok(&["reseller", "import", good.to_str().unwrap()]);
+    assert!(out.contains("1 updated"), "{out}");
+    let r = w.json(&["reseller", "show", "R-20031", "--json"]);
+    assert_eq!(r["reseller"]["company"], "Bergmann IT (renamed)");
+    assert_eq!(r["reseller"]["locale"], "en");
+    assert_eq!(r["reseller"]["state"], "awaiting_id", "state kept");
+}
+
+#[test]
+fn operator_reject_with_notice_approve_and_retriage() {
+    let mut w = World::new();
+    w.import_registry();
+    w.start();
+    // 17 asks a question: review. The operator rejects it and tells the reseller.
+    w.deliver(
+        "1700000001.M1P1.t",
+        &corpus_mail("17_de_thunderbird_question_no_id.eml"),
+    );
+    // 26 gives an ID from an unregistered domain: review, retried after the
+    // registry learns the domain.
+    w.deliver(
+        "1700000002.M1P1.t",
+        &corpus_mail("26_de_gmail_unregistered_new_domain.eml"),
+    );
+    w.wait_inbox_empty(10);
+    let cases = w.json(&["queue", "list", "--json"]);
+    let cases = cases.as_array().unwrap();
+    assert_eq!(cases.len(), 2);
+    let (c17, c26) = if cases[0]["mpn_id"].is_null() {
+        (&cases[0], &cases[1])
+    } else {
+        (&cases[1], &cases[0])
+    };
+    let id17 = c17["id"].as_i64().unwrap().to_string();
+    let account17 = c17["account"]
+        .as_str()
+        .expect("17 is from a registered contact")
+        .to_string();
+    w.ok(&[
+        "queue",
+        "reject",
+        &id17,
+        "--reason",
+        "Bitte senden Sie uns die neue ID als Text.",
+        "--notify",
+    ]);
+    let mails = w.wait_outbox(1);
+    assert!(decoded(&mails[0]).contains("Bitte senden Sie uns die neue ID als Text."));
+    assert!(
+        w.mpnd(&["queue", "approve", &id17, "--id", "7000001"])
+            .status
+            .success(),
+        "a rejected case may still be approved"
+    );
+    let gate = w.json(&["reseller", "show", &account17, "--json"]);
+    assert_eq!(gate["reseller"]["state"], "updating");
+
+    // Teach the registry 26's domain, then `queue retry` triages it again.
+    let id26 = c26["id"].as_i64().unwrap().to_string();
+    let show = w.json(&["queue", "show", &id26, "--json"]);
+    let sender = show["sender"].as_str().unwrap().to_string();
+    let domain = sender.split('@').nth(1).unwrap().to_string();
+    let csv = std::fs::read_to_string(corpus().join("reseller/resellers.csv")).unwrap();
+    let target = csv
+        .lines()
+        .find(|l| l.starts_with("R-20250"))
+        .expect("an uninvolved reseller");
+    let mut fields: Vec<String> = target.split(',').map(str::to_string).collect();
+    fields[3] = if fields[3].is_empty() {
+        domain.clone()
+    } else {
+        format!("{};{domain}", fields[3])
+    };
+    let updated = csv.replace(target, &fields.join(","));
+    let path = w.dir.path().join("resellers.csv");
+    std::fs::write(&path, updated).unwrap();
+    w.ok(&["reseller", "import", path.to_str().unwrap()]);
+    let out = w.ok(&["queue", "retry", &id26]);
+    assert!(out.contains("apply"), "{out}");
+    let show = w.json(&["queue", "show", &id26, "--json"]);
+    assert_eq!(show["state"], "updating");
+    assert_eq!(show["account"], "R-20250");
+    w.stop();
+}
+
+#[test]
+fn confirmations_per_recipient_are_capped_per_day() {
+    let mut w = World::new();
+    w.import_registry();
+    w.start();
+    for i in 0..13 {
+        let raw = synthetic(i, "info@kessler-partner.example", 7_300_000 + i as u32);
+        w.deliver(&format!("17000{i:05}.M{i}P1.cap"), &raw);
+    }
+    w.wait_inbox_empty(20);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while outbox_count(&w, "pending") > 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(outbox_count(&w, "sent"), 10, "the default cap is 10 a day");
+    assert_eq!(outbox_count(&w, "suppressed"), 3);
+    w.stop();
+}
+
+#[test]
+fn systemd_unit_verifies_and_is_hardened() {
+    let unit =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("systemd/mpnd.service"))
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // Point ExecStart at the binary just built, so verify can check it exists.
+    let unit = unit.replace("/usr/local/bin/mpnd", env!("CARGO_BIN_EXE_mpnd"));
+    let path = dir.path().join("mpnd.service");
+    std::fs::write(&path, unit).unwrap();
+    let out = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze is installed by scripts/test-deps.sh");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !err.lines().any(|l| l.contains("mpnd.service")),
+        "systemd-analyze verify complains: {err}"
+    );
+    let out = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let level: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for mpnd.service:").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in: {text}"));
+    assert!(level <= 2.0, "exposure {level}: {text}");
+}

@@ -812,21 +812,46 @@ fn operate(
         Command::Status { json } => {
             let status = store.status()?;
             let counts = store.counts()?;
+            let cursors = store.cursors()?;
             if json {
                 print_json(&serde_json::json!({
                     "config": config.source,
                     "store": config.db_path(),
                     "status": status.iter().map(|(k, v, t)| serde_json::json!({"key": k, "value": v, "at": t})).collect::<Vec<_>>(),
+                    "cursors": cursors.iter().map(|(f, v, n)| serde_json::json!({"folder": f, "uidvalidity": v, "next_uid": n})).collect::<Vec<_>>(),
                     "counts": counts.iter().map(|(t, s, n)| serde_json::json!({"kind": t, "state": s, "count": n})).collect::<Vec<_>>(),
                 }))?;
             } else {
-                println!("config: {}", config.source);
-                println!("store:  {}", config.db_path().display());
-                for (k, v, t) in status {
-                    println!("{k}: {v} (at {})", fmt_time(t));
+                println!("config:  {}", config.source);
+                println!("store:   {}", config.db_path().display());
+                if status.is_empty() {
+                    println!(
+                        "daemon:  has not reported yet (is `mpnd run` running on this store?)"
+                    );
                 }
+                for (k, v, t) in status {
+                    println!("{k} (reported {}):", fmt_time(t));
+                    match serde_json::from_str::<serde_json::Value>(&v) {
+                        Ok(serde_json::Value::Object(m)) => {
+                            for (field, value) in m {
+                                let value = value
+                                    .as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| value.to_string());
+                                if !value.is_empty() {
+                                    println!("  {field:<22} {value}");
+                                }
+                            }
+                        }
+                        _ => println!("  {v}"),
+                    }
+                }
+                for (folder, uidvalidity, next_uid) in cursors {
+                    println!("cursor:  {folder} uidvalidity {uidvalidity}, next UID {next_uid}");
+                }
+                println!("counts:");
                 for (t, s, n) in counts {
-                    println!("{t:<10} {s:<22} {n}");
+                    println!("  {t:<10} {s:<22} {n}");
                 }
             }
         }

@@ -1032,3 +1032,16 @@ fn systemd_unit_verifies_and_is_hardened() {
         .unwrap_or_else(|| panic!("no exposure level in: {text}"));
     assert!(level <= 2.0, "exposure {level}: {text}");
 }
+
+#[test]
+fn man_page_and_completions_come_from_the_cli() {
+    let w = World::new();
+    let man = w.ok(&["man"]);
+    assert!(man.contains(".TH mpnd 1"), "{man}");
+    assert!(man.contains("queue"), "subcommands listed");
+    let bash = w.ok(&["completions", "bash"]);
+    assert!(
+        bash.contains("_mpnd") && bash.contains("approve"),
+        "bash completion"
+    );
+}

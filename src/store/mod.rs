@@ -204,6 +204,23 @@ impl Store {
             .optional()?)
     }
 
+    /// Every stored IMAP cursor: (folder, uidvalidity, next UID).
+    pub fn cursors(&self) -> Result<Vec<(String, u32, u32)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT folder, uidvalidity, next_uid FROM mailbox_cursor ORDER BY folder")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get::<_, i64>(1)? as u32,
+                    r.get::<_, i64>(2)? as u32,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     pub fn set_cursor(&mut self, folder: &str, uidvalidity: u32, next_uid: u32) -> Result<()> {
         self.conn.execute(
             "INSERT INTO mailbox_cursor (folder, uidvalidity, next_uid) VALUES (?1, ?2, ?3)

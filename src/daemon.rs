@@ -635,10 +635,11 @@ fn imap_settings(c: &ImapConfig, max_message_size: u64) -> ImapSettings {
     }
 }
 
-/// Waits at most this long in IDLE (or between polls) before looking again: a
-/// dead connection is noticed within a minute even when the network drops
-/// silently, and the watchdog's heartbeat keeps beating.
-const IMAP_WAKE: Duration = Duration::from_secs(50);
+/// Waits at most this long in IDLE (or between polls) before looking again; with
+/// the 10 s allowed for DONE, a silently dead connection is noticed within a
+/// minute even when the network drops it without a word, and the watchdog
+/// heartbeat keeps beating.
+const IMAP_WAKE: Duration = Duration::from_secs(45);
 
 /// The IMAP mailbox loop: connect, catch up by UID, settle each mail after its
 /// commit, IDLE, and on any connection error reconnect with backoff. A fresh

@@ -1045,3 +1045,32 @@ fn man_page_and_completions_come_from_the_cli() {
         "bash completion"
     );
 }
+
+#[test]
+fn an_older_mail_arriving_late_does_not_replace_a_newer_id() {
+    let mut w = World::new();
+    w.import_registry();
+    w.start();
+    // 14 corrects the typo in 13; here the correction arrives first.
+    w.deliver(
+        "1700000001.M1P1.t",
+        &corpus_mail("14_de_outlook_correction.eml"),
+    );
+    w.wait_inbox_empty(10);
+    w.deliver(
+        "1700000002.M1P1.t",
+        &corpus_mail("13_de_outlook_id_with_typo.eml"),
+    );
+    w.wait_inbox_empty(10);
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let cases = cases.as_array().unwrap();
+    let correction = cases.iter().find(|c| c["mpn_id"] == "6514820").unwrap();
+    assert_eq!(correction["state"], "updating", "{cases:#?}");
+    let typo = cases.iter().find(|c| c["mpn_id"] == "6514802").unwrap();
+    assert_eq!(typo["state"], "review", "{cases:#?}");
+    assert!(
+        typo["reasons"].to_string().contains("older mail"),
+        "{typo:#}"
+    );
+    w.stop();
+}

@@ -47,6 +47,9 @@ use crate::oauth::TokenSource;
 /// so it is re-issued well before, whatever the configuration says.
 const MAX_IDLE: Duration = Duration::from_secs(10 * 60);
 
+/// How long the server may take to answer DONE before the link counts as dead.
+const DONE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The longest [`backoff`] between reconnects.
 const MAX_BACKOFF: Duration = Duration::from_secs(5 * 60);
 
@@ -549,7 +552,9 @@ impl ImapMailbox {
 
         // End IDLE. A server that doesn't answer DONE is as dead as one that
         // doesn't answer a command.
-        let done = timeout(t, async {
+        // A live server answers DONE at once; waiting the full command timeout
+        // would delay noticing a silently dead link by that much.
+        let done = timeout(t.min(DONE_TIMEOUT), async {
             self.session
                 .run_command_untagged("DONE")
                 .await

@@ -178,6 +178,20 @@ impl Store {
             return Ok(seen);
         }
         let tx = self.write()?;
+        let held: Triage;
+        let t = match (t.decision, &t.reseller) {
+            (Decision::Apply, Some(account)) => match newer_case(&tx, account, t.headers.date)? {
+                Some(why) => {
+                    let mut h = t.clone();
+                    h.decision = Decision::Review;
+                    h.reasons.push(why);
+                    held = h;
+                    &held
+                }
+                None => t,
+            },
+            _ => t,
+        };
         let destination = destination_of(t.decision);
         tx.execute(
             "INSERT INTO messages (message_key, mailbox, uidvalidity, position, size, raw, received_at, destination)
@@ -592,6 +606,27 @@ fn describe_job(job: &JobRow) -> String {
         Some(s) => format!("subscription {s}: partner ID {}", job.mpn_id),
         None => format!("account {}: MPN ID {}", job.account, job.mpn_id),
     }
+}
+
+/// When the reseller's current or pending ID came from a mail written after this
+/// one, says so: mails can arrive out of order, and an older mail must not replace
+/// a newer ID (a correction, say) without a person looking.
+fn newer_case(tx: &Transaction<'_>, account: &str, date: Option<i64>) -> Result<Option<String>> {
+    let Some(date) = date else { return Ok(None) };
+    let newer: Option<(i64, Option<String>)> = tx
+        .query_row(
+            "SELECT id, mpn_id FROM cases WHERE account = ?1 AND state IN ('updating', 'done')
+             AND json_extract(triage, '$.headers.date') > ?2 ORDER BY id DESC LIMIT 1",
+            params![account, date],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(newer.map(|(case, id)| {
+        format!(
+            "written before case {case}, which gave the newer ID {}: an older mail does not replace it",
+            id.as_deref().unwrap_or("-")
+        )
+    }))
 }
 
 /// Queues the account job and one job per subscription, blocks the reseller's

@@ -166,6 +166,9 @@ pub struct Headers {
     /// Without angle brackets, oldest first.
     pub references: Vec<String>,
     pub in_reply_to: Option<String>,
+    /// The Date header as unix seconds, when it parses: orders a reseller's mails
+    /// when they arrive out of order.
+    pub date: Option<i64>,
 }
 
 /// Everything decided about one message.

@@ -174,6 +174,7 @@ fn header_facts(message: &Message<'_>) -> Headers {
         subject: cut(&subject, MAX_HEADER_BYTES).to_string(),
         references: ids_of(message.references()),
         in_reply_to: ids_of(message.in_reply_to()).into_iter().next(),
+        date: message.date().map(|d| d.to_timestamp()),
     }
 }
 

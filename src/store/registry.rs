@@ -624,8 +624,11 @@ impl Store {
     pub fn gate(&self, account: &str) -> Result<Option<GateAnswer>> {
         let row: Option<(String, Option<String>, bool, Option<String>)> = self
             .conn
-            .query_row(
+            // Cached: the ordering platform asks on every order.
+            .prepare_cached(
                 "SELECT state, mpn_id, mpn_id_applied, pending_mpn_id FROM resellers WHERE account = ?1",
+            )?
+            .query_row(
                 [account],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
@@ -637,12 +640,13 @@ impl Store {
             "active" => (true, "active".to_string()),
             "awaiting_id" => (false, "waiting for the reseller's new MPN ID".to_string()),
             _ => {
-                let (done, total): (i64, i64) = self.conn.query_row(
-                    "SELECT COALESCE(SUM(j.state = 'done'), 0), COUNT(*) FROM jobs j JOIN cases c ON c.id = j.case_id
-                     WHERE c.account = ?1 AND c.state = 'updating' AND j.state <> 'cancelled'",
-                    [account],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
+                let (done, total): (i64, i64) = self
+                    .conn
+                    .prepare_cached(
+                        "SELECT COALESCE(SUM(j.state = 'done'), 0), COUNT(*) FROM jobs j JOIN cases c ON c.id = j.case_id
+                         WHERE c.account = ?1 AND c.state = 'updating' AND j.state <> 'cancelled'",
+                    )?
+                    .query_row([account], |r| Ok((r.get(0)?, r.get(1)?)))?;
                 (
                     false,
                     format!(

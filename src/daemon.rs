@@ -40,11 +40,26 @@ const MAILDIR_POLL: Duration = Duration::from_millis(250);
 const HEARTBEAT_MAX_AGE: i64 = 120;
 const REPORT_EVERY: i64 = 10;
 
-/// What may change on SIGHUP without a restart: policy, templates, limits. The
-/// mailbox, SMTP transport, gate and backend keep running as they started.
+/// What may change on SIGHUP without a restart: policy, templates, limits and
+/// the backend's settings. The mailbox, SMTP transport, gate and the backend's
+/// kind keep running as they started.
 pub struct Live {
     pub config: Config,
     pub templates: Templates,
+    pub backend: Arc<Backend>,
+}
+
+impl Live {
+    /// The context for a store write by `actor`, now.
+    pub fn ctx<'a>(&'a self, actor: &'a str) -> Ctx<'a> {
+        Ctx {
+            now: now(),
+            from: &self.config.smtp.from,
+            templates: &self.templates,
+            max_per_recipient_per_day: self.config.smtp.max_per_recipient_per_day,
+            actor,
+        }
+    }
 }
 
 pub type Shared = Arc<RwLock<Arc<Live>>>;
@@ -69,7 +84,8 @@ pub async fn run(
     let backend = Arc::new(Backend::new(&config.backend)?);
     let live: Shared = Arc::new(RwLock::new(Arc::new(Live {
         config: config.clone(),
-        templates: templates.clone(),
+        templates,
+        backend: backend.clone(),
     })));
     let gate_addr = listener
         .local_addr()
@@ -86,9 +102,7 @@ pub async fn run(
     if backend.is_automatic() {
         let w = worker::Worker {
             store: store.clone(),
-            backend: backend.clone(),
-            config: config.clone(),
-            templates: templates.clone(),
+            live: live.clone(),
             mailer: nudge_tx.clone(),
             again: jobs_tx.clone(),
         };
@@ -108,7 +122,6 @@ pub async fn run(
         live: live.clone(),
         nudge: nudge_tx,
         jobs: jobs_tx,
-        backend: backend.clone(),
         health: health.clone(),
         notifier: notifier.clone(),
         mailbox: String::new(),
@@ -216,7 +229,7 @@ async fn reload_on_hangup(
         }
         notifier.reloading();
         let current = live.read().expect("config lock poisoned").clone();
-        match reload(&path, &current.config) {
+        match reload(&path, &current) {
             Ok((next, changes)) => {
                 if changes.is_empty() {
                     tracing::info!(config = %path.display(), "configuration reloaded: nothing changed");
@@ -237,7 +250,9 @@ async fn reload_on_hangup(
 
 /// Loads the new config and says what changed; parts that need a restart (mailbox,
 /// gate, state dir) are reported and keep their running values.
-pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
+pub fn reload(path: &Path, old: &Live) -> Result<(Live, Vec<String>)> {
+    let old_backend = &old.backend;
+    let old = &old.config;
     let mut new = Config::load(path)?;
     let templates = Templates::load(new.templates_dir.as_deref())?;
     let mut changes = Vec::new();
@@ -255,6 +270,19 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
     {
         changes.push("smtp.from/limits".to_string());
     }
+    // The backend's settings (URLs, credentials, verify, limits) apply to the next
+    // job and the next verification; a different kind needs a restart, since the
+    // worker runs only for automatic backends.
+    let backend = if format!("{:?}", new.backend) == format!("{:?}", old.backend) {
+        old_backend.clone()
+    } else if new.backend.kind == old.backend.kind {
+        changes.push("backend".to_string());
+        Arc::new(Backend::new(&new.backend)?)
+    } else {
+        changes.push("backend.kind changed but needs a restart: keeping the running one".into());
+        new.backend = old.backend.clone();
+        old_backend.clone()
+    };
     for (what, differs) in [
         (
             "mailbox",
@@ -269,10 +297,6 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
             format!("{:?}", new.gate) != format!("{:?}", old.gate),
         ),
         ("state_dir", new.state_dir != old.state_dir),
-        (
-            "backend",
-            format!("{:?}", new.backend) != format!("{:?}", old.backend),
-        ),
     ] {
         if differs {
             changes.push(format!(
@@ -284,11 +308,11 @@ pub fn reload(path: &Path, old: &Config) -> Result<(Live, Vec<String>)> {
     new.smtp.transport = old.smtp.transport.clone();
     new.gate = old.gate.clone();
     new.state_dir = old.state_dir.clone();
-    new.backend = old.backend.clone();
     Ok((
         Live {
             config: new,
             templates,
+            backend,
         },
         changes,
     ))
@@ -320,8 +344,6 @@ pub struct Pipeline {
     pub nudge: mpsc::Sender<()>,
     /// Wakes the job worker when a case with jobs was committed.
     pub jobs: mpsc::Sender<()>,
-    /// Verifies a new ID before the case is committed (partner-center).
-    pub backend: Arc<Backend>,
     pub health: Arc<Health>,
     pub notifier: Arc<Notifier>,
     pub mailbox: String,
@@ -369,7 +391,7 @@ impl Pipeline {
             max_per_recipient_per_day: config.smtp.max_per_recipient_per_day,
             actor: "mpnd",
         };
-        if t.decision == Decision::Apply && self.backend.verifies() {
+        if t.decision == Decision::Apply && live.backend.verifies() {
             let seen = self
                 .store
                 .lock()
@@ -418,7 +440,13 @@ impl Pipeline {
     /// Adds Microsoft's answer to the triage: evidence when valid, a rejection
     /// when not. Returns false when there is no answer now (the mail waits).
     async fn verify(&self, t: &mut Triage, id: &triage::MpnId) -> bool {
-        match self.backend.verify(id).await {
+        let backend = self
+            .live
+            .read()
+            .expect("config lock poisoned")
+            .backend
+            .clone();
+        match backend.verify(id).await {
             Verification::Skipped => true,
             Verification::Valid { evidence } => {
                 t.reasons.push(evidence);

@@ -23,10 +23,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::{Backend, JobOutcome};
-use crate::config::Config;
-use crate::reply::Templates;
-use crate::store::{now, Ctx, GateEvent, JobRow, Store};
+use crate::backend::JobOutcome;
+use crate::daemon::{Live, Shared};
+use crate::store::{now, GateEvent, JobRow, Store};
 
 const POLL: Duration = Duration::from_secs(2);
 const DRAIN: Duration = Duration::from_secs(5);
@@ -38,9 +37,9 @@ const MAX_GATE_BACKOFF_SECS: i64 = 3600;
 /// What the worker and every job task need.
 pub struct Worker {
     pub store: Arc<Mutex<Store>>,
-    pub backend: Arc<Backend>,
-    pub config: Config,
-    pub templates: Templates,
+    /// Config, templates and backend; replaced as a whole on SIGHUP. A job takes
+    /// one snapshot when it starts and keeps it to the end.
+    pub live: Shared,
     /// Wakes the mailer when a completed case queued its "applied" mail.
     pub mailer: mpsc::Sender<()>,
     /// Wakes this loop when a job ends (a slot is free, a retry is scheduled):
@@ -49,14 +48,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    fn ctx(&self) -> Ctx<'_> {
-        Ctx {
-            now: now(),
-            from: &self.config.smtp.from,
-            templates: &self.templates,
-            max_per_recipient_per_day: self.config.smtp.max_per_recipient_per_day,
-            actor: "mpnd",
-        }
+    fn live(&self) -> Arc<Live> {
+        self.live.read().expect("config lock poisoned").clone()
     }
 
     fn store(&self) -> std::sync::MutexGuard<'_, Store> {
@@ -72,9 +65,9 @@ pub async fn run(worker: Worker, mut nudge: mpsc::Receiver<()>, shutdown: Cancel
         Ok(n) => tracing::info!("{n} job(s) interrupted by the last stop run again"),
         Err(e) => tracing::error!("worker: cannot requeue interrupted jobs: {e:#}"),
     }
-    let concurrency = shared.config.backend.concurrency;
     let mut running: JoinSet<()> = JoinSet::new();
     loop {
+        let concurrency = shared.live().config.backend.concurrency;
         let wait = match claim(&shared, &mut running, concurrency) {
             Ok(wait) => wait,
             Err(e) => {
@@ -108,7 +101,7 @@ fn claim(shared: &Arc<Worker>, running: &mut JoinSet<()>, concurrency: usize) ->
     // Gate changes first: the platform hears "blocked" before any update starts,
     // and a slot is never held up by a long job queue.
     let free = concurrency.saturating_sub(running.len());
-    if free > 0 && shared.backend.delivers_gate_events() {
+    if free > 0 && shared.live().backend.delivers_gate_events() {
         let events = shared.store().claim_gate_events(now(), free)?;
         for e in events {
             let s = shared.clone();
@@ -144,8 +137,9 @@ async fn run_job(s: Arc<Worker>, job: JobRow) {
         attempt = job.attempts,
         "job started"
     );
-    let outcome = s.backend.run(&job).await;
-    if let Err(e) = settle(&s, &job, outcome) {
+    let live = s.live();
+    let outcome = live.backend.run(&job).await;
+    if let Err(e) = settle(&s, &live, &job, outcome) {
         // The outcome is lost, the job stays running: it runs again at the next
         // start, which the backends make harmless.
         tracing::error!(job = job.id, "cannot record the outcome: {e:#}");
@@ -153,8 +147,8 @@ async fn run_job(s: Arc<Worker>, job: JobRow) {
     let _ = s.again.try_send(());
 }
 
-fn settle(s: &Worker, job: &JobRow, outcome: JobOutcome) -> Result<()> {
-    let ctx = s.ctx();
+fn settle(s: &Worker, live: &Live, job: &JobRow, outcome: JobOutcome) -> Result<()> {
+    let ctx = live.ctx("mpnd");
     let mut store = s.store();
     match outcome {
         JobOutcome::Done(note) => {
@@ -170,7 +164,7 @@ fn settle(s: &Worker, job: &JobRow, outcome: JobOutcome) -> Result<()> {
             }
         }
         JobOutcome::Retry { error, after } => {
-            let max = s.config.backend.max_attempts as i64;
+            let max = live.config.backend.max_attempts as i64;
             if job.attempts >= max {
                 let error = format!("{error} (gave up after {} attempts)", job.attempts);
                 tracing::warn!(job = job.id, "job dead: {error}");
@@ -191,9 +185,10 @@ fn settle(s: &Worker, job: &JobRow, outcome: JobOutcome) -> Result<()> {
 }
 
 async fn deliver(s: Arc<Worker>, e: GateEvent) {
-    let outcome = s.backend.notify_gate(&e).await;
+    let live = s.live();
+    let outcome = live.backend.notify_gate(&e).await;
     let result = {
-        let ctx = s.ctx();
+        let ctx = live.ctx("mpnd");
         let mut store = s.store();
         match outcome {
             JobOutcome::Done(note) => {

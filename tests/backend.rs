@@ -1345,3 +1345,43 @@ fn http_backend_updates_the_platform_and_reports_gate_changes() {
     let problems = platform.state.lock().unwrap().1.clone();
     assert!(problems.is_empty(), "{problems:#?}");
 }
+
+#[test]
+fn sighup_applies_new_backend_settings_to_the_next_mail() {
+    let fake = PcFake::start();
+    fake.seed_corpus();
+    let url = fake.url.clone();
+    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    w.import_registry();
+    w.start();
+    let first = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
+    w.wait_case(&first, "done", 30);
+    assert_eq!(fake.requests("POST", "validateresellers").len(), 1);
+
+    // Verification switched off by a reload: the next mail is applied unasked.
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    std::fs::write(&w.config, format!("{text}verify = false\n")).unwrap();
+    let pid = w.daemon.as_ref().unwrap().id();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !w.log().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload; log:\n{}", w.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(w.log().contains("changes=backend"), "{}", w.log());
+    let second = w.mail_case_with(
+        1,
+        "m.huber@alpenblick-computer.example",
+        "unsere neue MPN-ID lautet 6120777.",
+    );
+    w.wait_case(&second, "updating", 30);
+    assert_eq!(
+        fake.requests("POST", "validateresellers").len(),
+        1,
+        "not asked again"
+    );
+}

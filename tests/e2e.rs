@@ -1074,3 +1074,50 @@ fn an_older_mail_arriving_late_does_not_replace_a_newer_id() {
     );
     w.stop();
 }
+
+#[test]
+fn imap_over_tls_with_xoauth2_through_the_daemon() {
+    let dv = Dovecot::start(DovecotOptions {
+        tls: true,
+        xoauth2: true,
+        ..DovecotOptions::default()
+    });
+    let smtp = SmtpSink::start();
+    let oauth = dv.oauth().expect("xoauth2 server");
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client.secret");
+    std::fs::write(&secret, format!("{}\n", support::oauth::CLIENT_SECRET)).unwrap();
+    let mut w = World::with(
+        &format!(
+            "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\n\
+             username = \"{}\"\nauth = \"xoauth2\"\n\
+             [mailbox.oauth2]\ntoken_url = \"{}\"\nclient_id = \"{}\"\nclient_secret_file = \"{}\"",
+            dv.host(),
+            dv.port(),
+            dv.ca_file().unwrap().display(),
+            dovecot::USER,
+            oauth.token_url(),
+            support::oauth::CLIENT_ID,
+            secret.display()
+        ),
+        &format!(
+            "kind = \"smtp\"\nhost = \"{}\"\nport = {}\ntls = \"none\"",
+            smtp.host(),
+            smtp.port()
+        ),
+    );
+    w.import_registry();
+    w.start_with(&[("MPND_LOG", "debug")]);
+    dv.append(&corpus_mail("01_de_outlook_plain_statement.eml"));
+    wait_until("mail settled over TLS", Duration::from_secs(20), || {
+        dv.count("Processed") == 1
+    });
+    assert!(oauth.token_requests() >= 1);
+    smtp.wait_for(1, Duration::from_secs(20));
+    w.stop();
+    let log = w.log();
+    assert!(
+        !log.contains(support::oauth::CLIENT_SECRET),
+        "client secret in the log"
+    );
+}

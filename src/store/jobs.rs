@@ -11,7 +11,7 @@
 //! completes the case when it was the last job.
 
 use anyhow::Result;
-use rusqlite::params;
+use rusqlite::{params, Transaction};
 use serde::Serialize;
 
 use anyhow::{anyhow, bail};
@@ -92,18 +92,11 @@ impl Store {
             params![id, error, next_at, ctx.now],
         )?;
         if n > 0 {
-            let (case_id, account): (i64, String) = tx.query_row(
-                "SELECT case_id, account FROM jobs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            audit(
+            audit_job(
                 &tx,
                 ctx,
+                id,
                 "job.retry",
-                Some(case_id),
-                Some(&account),
-                Some(id),
                 &format!("next try at {}: {error}", super::fmt_time(next_at)),
             )?;
         }
@@ -115,20 +108,7 @@ impl Store {
     /// outcome itself is written.
     pub fn job_note(&mut self, id: i64, note: &str, ctx: &Ctx<'_>) -> Result<()> {
         let tx = self.write()?;
-        let (case_id, account): (i64, String) = tx.query_row(
-            "SELECT case_id, account FROM jobs WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        audit(
-            &tx,
-            ctx,
-            "job.result",
-            Some(case_id),
-            Some(&account),
-            Some(id),
-            note,
-        )?;
+        audit_job(&tx, ctx, id, "job.result", note)?;
         tx.commit()?;
         Ok(())
     }
@@ -142,20 +122,7 @@ impl Store {
             params![id, error, ctx.now],
         )?;
         if n > 0 {
-            let (case_id, account): (i64, String) = tx.query_row(
-                "SELECT case_id, account FROM jobs WHERE id = ?1",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            audit(
-                &tx,
-                ctx,
-                "job.dead",
-                Some(case_id),
-                Some(&account),
-                Some(id),
-                error,
-            )?;
+            audit_job(&tx, ctx, id, "job.dead", error)?;
         }
         tx.commit()?;
         Ok(())
@@ -338,4 +305,28 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
+}
+
+/// An audit event about one job, with its case and reseller looked up.
+fn audit_job(
+    tx: &Transaction<'_>,
+    ctx: &Ctx<'_>,
+    id: i64,
+    action: &str,
+    detail: &str,
+) -> Result<()> {
+    let (case_id, account): (i64, String) = tx.query_row(
+        "SELECT case_id, account FROM jobs WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    audit(
+        tx,
+        ctx,
+        action,
+        Some(case_id),
+        Some(&account),
+        Some(id),
+        detail,
+    )
 }

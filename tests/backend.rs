@@ -1378,7 +1378,7 @@ fn sighup_applies_new_backend_settings_to_the_next_mail() {
         "m.huber@alpenblick-computer.example",
         "unsere neue MPN-ID lautet 6120777.",
     );
-    w.wait_case(&second, "updating", 30);
+    w.wait_case(&second, "done", 30);
     assert_eq!(
         fake.requests("POST", "validateresellers").len(),
         1,

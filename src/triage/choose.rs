@@ -170,6 +170,11 @@ fn rank(found: Found, about_ids: bool) -> Ranked {
         (Strength::Weak, _, _) if about_ids => 1,
         (Strength::Weak, Temporal::New, _) => 1,
         (Strength::None, Temporal::New, _) if about_ids => 1,
+        // In a mail about the ID, a number called the location's ("the one for our
+        // Manchester location, 7260048") or standing alone on its line is named as
+        // clearly as by the bare word "ID"; like it, it must then be the only one.
+        (Strength::None, _, Role::Pla) if about_ids => 1,
+        (Strength::None, _, _) if about_ids && found.alone && found.id.len() >= 7 => 1,
         _ => 0,
     };
     let location = match found.source {
@@ -324,6 +329,7 @@ mod tests {
             role,
             distractor: None,
             shape: Shape::Plain,
+            alone: false,
         }
     }
 

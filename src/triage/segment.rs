@@ -102,7 +102,7 @@ static CLOSING: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)^(?:
             (?:mit\s+)?(?:freundlich\w*|best\w*|herzlich\w*|lieb\w*|viel\w*|schön\w*|sonnig\w*)?\s*(?:grüß\w*|grüss\w*|gruß|gruss)(?:[^0-9A-Za-z].*)?
           | .{0,25}\b(?:gruß|gruss|grüße|grüsse|grüßen|grüssen|regards)(?:[^0-9A-Za-z].*)?
-          | (?:mfg|vg|lg|bg|beste\s+grüße|kind\s+regards|best\s+regards|warm\s+regards|regards|best|cheers|thanks|thank\s+you|many\s+thanks|thanks\s+again|sincerely|yours\s+sincerely|yours\s+faithfully|yours|danke|vielen\s+dank|besten\s+dank|danke\s+schön|dankeschön|thx|br|ciao|tschüss)\s*[,.!]*
+          | (?:mfg|vg|lg|bg|beste\s+grüße|kind\s+regards|best\s+regards|warm\s+regards|regards|best|cheers|thanks|thank\s+you|many\s+thanks|thanks\s+again|(?:many\s+)?thanks\s+in\s+advance|thank\s+you\s+in\s+advance|best\s+wishes|all\s+the\s+best|(?:vielen\s+)?dank\s+im\s+voraus|danke\s+(?:im\s+voraus|vorab)|sincerely|yours\s+sincerely|yours\s+faithfully|yours|danke|vielen\s+dank|besten\s+dank|danke\s+schön|dankeschön|thx|br|ciao|tschüss)\s*[,.!]*
         )$",
     )
 });

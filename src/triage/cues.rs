@@ -211,6 +211,11 @@ static JUST_BEFORE_NEW: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// The only word between two numbers, saying the first is replaced by the second:
+/// "die Partner-ID 4417206 durch 6409981", "von 5377104 auf 6521136", "from X to Y".
+static JOINT: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)^\s*(?:durch|auf|gegen|zu|to|into|for)\s*(?:die|the)?\s*$"));
+
 fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
     re.find_iter(text)
         .map(|m| Cue {
@@ -274,6 +279,11 @@ pub(crate) fn just_before_says_old(window: &str) -> bool {
 
 pub(crate) fn just_before_says_new(window: &str) -> bool {
     JUST_BEFORE_NEW.is_match(window)
+}
+
+/// Whether `between` (the text between two numbers) is a single "replaced by" word.
+pub(crate) fn is_replacing_joint(between: &str) -> bool {
+    JOINT.is_match(between)
 }
 
 pub(crate) fn after_says_old(after: &str) -> bool {

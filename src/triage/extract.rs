@@ -526,7 +526,17 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     // Old/new and PGA/PLA are read in a window that starts after the previous
     // number (and its parenthetical note) and not far before the keyword.
     let window = marker_window(&clause, line_start, backward_kw.as_ref());
-    let temporal = temporal_of(window, after);
+    let mut temporal = temporal_of(window, after);
+    // "X durch Y", "von X auf Y": a joint word alone between two numbers makes the
+    // first the replaced one and the second its replacement.
+    let next_is_number = starts_with_id_shape(&line[token.end + after.len()..]);
+    if temporal == Temporal::Unsaid {
+        if next_is_number && cues::is_replacing_joint(after) {
+            temporal = Temporal::Old;
+        } else if window_follows_number(&clause, window) && cues::is_replacing_joint(window) {
+            temporal = Temporal::New;
+        }
+    }
     let mut role = role_of(window, after);
     // A keyword shared by several numbers ("zwei Standort-IDs, 6732095 für Trier und
     // 6732112 für Luxemburg") names the role of every one of them, not only of the
@@ -552,6 +562,24 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         shape: shape_of(token),
         alone: stands_alone(line, token),
     }
+}
+
+/// Whether `s` starts with a number of ID size (6+ digits, separators allowed), not
+/// a count ("to 12 customers").
+fn starts_with_id_shape(s: &str) -> bool {
+    let digits = s
+        .bytes()
+        .take(16)
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b' ' | b'.' | b'-'))
+        .filter(u8::is_ascii_digit)
+        .count();
+    s.bytes().next().is_some_and(|b| b.is_ascii_digit()) && digits >= 6
+}
+
+/// Whether `window` (a suffix of `clause`) starts right after an earlier number.
+fn window_follows_number(clause: &str, window: &str) -> bool {
+    let prev = last_number_end(clause);
+    prev > 0 && prev == clause.len() - window.len()
 }
 
 /// Nothing but the number (and a closing period) on its line.
@@ -793,6 +821,19 @@ mod tests {
             (f[0].strength, f[0].temporal),
             (Strength::Strong, Temporal::New)
         );
+        // "X durch Y", "von X auf Y"; a count after "to" is no replacement.
+        let f = read(&["bitte ersetzen Sie die Partner-ID 4417206 durch 6409981."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Old, Temporal::New)
+        );
+        let f = read(&["unsere MPN-ID ändert sich von 5377104 auf 6521136."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Old, Temporal::New)
+        );
+        let f = read(&["move Partner ID 6409981 to 12 customers"]);
+        assert_eq!(f[0].temporal, Temporal::Unsaid);
         assert!(read(&["6813097"])[0].alone);
         assert!(!read(&["Ticket 6813097"])[0].alone);
     }

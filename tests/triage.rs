@@ -254,7 +254,12 @@ fn red_team_fixtures_match_labels() {
 
 /// Fixtures the engine still gets wrong, each a safe miss (review instead of apply),
 /// kept visible here rather than hidden by relabelling.
-const KNOWN_FIXTURE_MISSES: &[&str] = &[];
+const KNOWN_FIXTURE_MISSES: &[&str] = &[
+    // The subject says "New MPN ID 7412009", the body "the subject has a typo, the
+    // correct ID is 7412090". Subject and text disagree, so it goes to review: safe,
+    // but a person would apply the body's ID.
+    "t78_en_gmail_subject_typo_body_corrects.eml",
+];
 
 #[test]
 fn reseller_corpus_rejects_name_the_reseller() {

@@ -98,6 +98,26 @@ pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
     } else {
         top
     };
+    // The subject and the text each name a different ID ("New MPN ID 7412009" over
+    // "the subject has a typo, the correct ID is 7412090"): nothing to choose by.
+    let top = if top.len() == 1 {
+        let named = |subject: bool| -> BTreeSet<String> {
+            ranked
+                .iter()
+                .filter(|r| r.loss.is_none() && r.label >= 1)
+                .filter(|r| (r.found.source == Source::Subject) == subject)
+                .map(|r| r.found.id.clone())
+                .collect()
+        };
+        let (in_subject, in_text) = (named(true), named(false));
+        if !in_subject.is_empty() && !in_text.is_empty() && in_subject != in_text {
+            in_subject.union(&in_text).cloned().collect()
+        } else {
+            top
+        }
+    } else {
+        top
+    };
     if top.len() > 1 {
         let list = top.iter().cloned().collect::<Vec<_>>().join(", ");
         let kind = if best.2 >= 2 { "labelled" } else { "unlabeled" };
@@ -166,10 +186,17 @@ fn explain_none(ranked: &[Ranked]) -> String {
 fn rank(found: Found, about_ids: bool) -> Ranked {
     let label = match (found.strength, found.temporal, found.role) {
         (Strength::Strong, Temporal::New, _) | (Strength::Strong, _, Role::Pla) => 3,
-        (Strength::Strong, _, _) => 2,
+        // Called new by the author ("Our new ID: 7294418") weighs like a full name
+        // of the ID: it must not lose to a number merely labelled "MPN ID" (an old
+        // one in a signature the segmenter missed); a tie becomes a review.
+        (Strength::Strong, _, _) | (Strength::Weak, Temporal::New, _) => 2,
         (Strength::Weak, _, _) if about_ids => 1,
-        (Strength::Weak, Temporal::New, _) => 1,
         (Strength::None, Temporal::New, _) if about_ids => 1,
+        // In a mail about the ID, a number called the location's ("the one for our
+        // Manchester location, 7260048") or standing alone on its line is named as
+        // clearly as by the bare word "ID"; like it, it must then be the only one.
+        (Strength::None, _, Role::Pla) if about_ids => 1,
+        (Strength::None, _, _) if about_ids && found.alone && found.id.len() >= 7 => 1,
         _ => 0,
     };
     let location = match found.source {
@@ -324,6 +351,7 @@ mod tests {
             role,
             distractor: None,
             shape: Shape::Plain,
+            alone: false,
         }
     }
 

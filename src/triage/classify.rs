@@ -22,7 +22,8 @@ use super::Policy;
 static OUT_OF_OFFICE: LazyLock<Regex> = LazyLock::new(|| {
     regex(
         r"(?ix)^\s*(?:(?:re|aw|fw|fwd|wg)\s*:\s*)*
-        (?:automatische\s+antwort|abwesenheitsnotiz|abwesenheit\b|out\s+of\s+(?:the\s+)?office|automatic\s+reply
+        (?:automatische\s+antwort|abwesenheitsnotiz|abwesenheit\b|abwesend\b|urlaubsabwesenheit|nicht\s+im\s+büro|out\s+of\s+(?:the\s+)?office
+          |away\s+from\s+(?:the\s+)?office|on\s+(?:annual\s+)?leave\b|vacation\s+(?:reply|notice)|automatic\s+reply
           |auto(?:matic)?[\s-]?reply|autoreply|auto[\s-]?response|réponse\s+automatique|afwezig|fuera\s+de\s+la\s+oficina)",
     )
 });
@@ -167,6 +168,8 @@ mod tests {
             "Out of Office: New MPN ID",
             "Automatic reply: x",
             "AW: Automatische Antwort: x",
+            "Abwesend: AW: Ihre neue MPN-ID 6718254 wurde hinterlegt",
+            "Away from the office: Re: New MPN ID",
         ] {
             assert!(OUT_OF_OFFICE.is_match(s), "{s}");
         }

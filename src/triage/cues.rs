@@ -54,6 +54,7 @@ static STRONG_KEYWORD: LazyLock<Regex> = LazyLock::new(|| {
           | (?:microsoft[\s-]+)?partner[\s-]+location[\s-]+account(?:[\s-]*id)?
           | (?:microsoft[\s-]+)?partner[\s-]+global[\s-]+account(?:[\s-]*id)?
           | global[\s-]+account[\s-]*id
+          | location[\s-]+account(?:[\s-]*id)?
           | location[\s-]*mpn[\s-]*id
           | (?:microsoft[\s-]*)?(?:mpn|pla|pga|csp|reseller|partner|standort|location|mcpp)[\s-]*(?:ids?|nummer|nr\.?|number|no\.?|kennung|kennnummer)
           | (?:microsoft[\s-]*)?partner[\s-]*center[\s-]*id
@@ -118,7 +119,7 @@ static OLD: LazyLock<Regex> = LazyLock::new(|| {
            | previous\w* | former\w* | prior | revoked | widerrufen\w* | gesperrt\w* | ungültig\w* | ungueltig\w*
            | invalid\w* | deaktiviert\w* | deactivated | expired | abgelaufen\w* | falsch\w* | wrong | incorrect
            | fehlerhaft\w* | typo | zahlendreher | vertippt | gelöscht\w* | deleted | obsolete | veraltet\w*
-           | ursprünglich\w* | no\s+longer | nicht\s+mehr)\b",
+           | ursprünglich\w* | ehemals | einstig\w* | no\s+longer | nicht\s+mehr)\b",
     )
 });
 
@@ -143,6 +144,7 @@ static ROLE_PGA: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         \b(?:pga | partner[\s-]+global[\s-]+account | global\w*[\s-]+account\w* | globale?\w*[\s-]+(?:id|konto|kennung|partner\w*)
+           | global | globale[nrs]? | hauptkont\w* | hauptaccount\w* | head[\s-]+office | parent[\s-]+account
            | headquarters? | hauptsitz | unternehmens[\s-]*(?:id|konto|ebene) | firmen[\s-]*(?:id|konto)
            | company[\s-]*(?:level|wide)[\s-]*id | organi[sz]ation(?:al)?[\s-]*(?:id|level))\b",
     )
@@ -192,9 +194,27 @@ static TOPIC: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         \b(?:mpn | pla | partner[\s-]*ids? | partnerid | partner[\s-]*nummer | partnernummer | standort[\s-]*id
-           | location[\s-]*id | partner[\s-]+center | partner[\s-]+location | partner[\s-]+program\w* | mcpp)\b",
+           | location[\s-]*id | partner[\s-]+center | partner[\s-]+location | partner[\s-]+program\w* | mcpp
+           | location[\s-]+account | global[\s-]+account | pga | reseller[\s-]*id)\b",
     )
 });
+
+/// "was"/"war" right before a number: "our partner ID was 4760018, now it's …".
+/// Only right before it, because "was" is common far from any number.
+static JUST_BEFORE_OLD: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)\b(?:was|war|waren|were|lautete|hieß|hiess)\s*:?\s*$"));
+
+/// "now"/"jetzt" right before a number: "…, now it's 7178395", "jetzt: 6455803".
+static JUST_BEFORE_NEW: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:now|jetzt|nun|nunmehr)(?:\s+(?:it's|it’s|it\s+is|is|ist|lautet|gilt|die|the|we\s+have|haben\s+wir))*\s*:?\s*$",
+    )
+});
+
+/// The only word between two numbers, saying the first is replaced by the second:
+/// "die Partner-ID 4417206 durch 6409981", "von 5377104 auf 6521136", "from X to Y".
+static JOINT: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)^\s*(?:durch|auf|gegen|zu|to|into|for)\s*(?:die|the)?\s*$"));
 
 fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
     re.find_iter(text)
@@ -251,6 +271,19 @@ pub(crate) fn pga_words(text: &str) -> Vec<Cue> {
 
 pub(crate) fn pla_words(text: &str) -> Vec<Cue> {
     all_matches(&ROLE_PLA, text)
+}
+
+pub(crate) fn just_before_says_old(window: &str) -> bool {
+    JUST_BEFORE_OLD.is_match(window)
+}
+
+pub(crate) fn just_before_says_new(window: &str) -> bool {
+    JUST_BEFORE_NEW.is_match(window)
+}
+
+/// Whether `between` (the text between two numbers) is a single "replaced by" word.
+pub(crate) fn is_replacing_joint(between: &str) -> bool {
+    JOINT.is_match(between)
 }
 
 pub(crate) fn after_says_old(after: &str) -> bool {

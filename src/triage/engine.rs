@@ -36,7 +36,7 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
     let blocks: Vec<_> = parsed
         .texts
         .iter()
-        .map(|t| segment(t, subject_src == Source::Forwarded, &own))
+        .map(|t| segment(t, subject_src != Source::Quoted, &own))
         .collect();
     let about_ids = mail_is_about_ids(subject, &blocks);
     let choice = choose(find(subject, subject_src, &blocks), about_ids);

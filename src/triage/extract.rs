@@ -66,6 +66,9 @@ pub(crate) struct Found {
     pub role: Role,
     pub distractor: Option<String>,
     pub shape: Shape,
+    /// The number is all its line says ("6813097" under the greeting): the way
+    /// people answer "send us your new ID" when the subject already names it.
+    pub alone: bool,
 }
 
 /// Most possible IDs examined per mail: a mail with more numbers is no reseller note.
@@ -73,7 +76,8 @@ const MAX_FOUND: usize = 200;
 /// How far back (bytes) an ID keyword may stand from its number.
 const KEYWORD_REACH: usize = 160;
 /// How far back an old/new word may stand before the keyword ("die bisherige MPN-ID").
-const ADJECTIVE_REACH: usize = 20;
+/// Wide enough for "new location account ID" and "neue Microsoft Partner-ID".
+const ADJECTIVE_REACH: usize = 32;
 /// How near a negation must be: "(nicht 6514802)".
 const NEGATION_REACH: usize = 16;
 /// How near an example word must be: "z. B. 1234567".
@@ -522,8 +526,27 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     // Old/new and PGA/PLA are read in a window that starts after the previous
     // number (and its parenthetical note) and not far before the keyword.
     let window = marker_window(&clause, line_start, backward_kw.as_ref());
-    let temporal = temporal_of(window, after);
-    let role = role_of(window, after);
+    let mut temporal = temporal_of(window, after);
+    // "X durch Y", "von X auf Y": a joint word alone between two numbers makes the
+    // first the replaced one and the second its replacement.
+    let next_is_number = starts_with_id_shape(&line[token.end + after.len()..]);
+    if temporal == Temporal::Unsaid {
+        if next_is_number && cues::is_replacing_joint(after) {
+            temporal = Temporal::Old;
+        } else if window_follows_number(&clause, window) && cues::is_replacing_joint(window) {
+            temporal = Temporal::New;
+        }
+    }
+    let mut role = role_of(window, after);
+    // A keyword shared by several numbers ("zwei Standort-IDs, 6732095 für Trier und
+    // 6732112 für Luxemburg") names the role of every one of them, not only of the
+    // first: otherwise the first would outrank the others by position alone.
+    let window_start = clause.len() - window.len();
+    if let Some(k) = backward_kw.as_ref().filter(|k| k.end <= window_start) {
+        if role == Role::Unsaid {
+            role = role_of(&k.text, "");
+        }
+    }
 
     let evidence: String = block.lines[index].text.trim().chars().take(240).collect();
     Found {
@@ -537,7 +560,35 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         role,
         distractor,
         shape: shape_of(token),
+        alone: stands_alone(line, token),
     }
+}
+
+/// Whether `s` starts with a number of ID size (6+ digits, separators allowed), not
+/// a count ("to 12 customers").
+fn starts_with_id_shape(s: &str) -> bool {
+    let digits = s
+        .bytes()
+        .take(16)
+        .take_while(|b| b.is_ascii_digit() || matches!(b, b' ' | b'.' | b'-'))
+        .filter(u8::is_ascii_digit)
+        .count();
+    s.bytes().next().is_some_and(|b| b.is_ascii_digit()) && digits >= 6
+}
+
+/// Whether `window` (a suffix of `clause`) starts right after an earlier number.
+fn window_follows_number(clause: &str, window: &str) -> bool {
+    let prev = last_number_end(clause);
+    prev > 0 && prev == clause.len() - window.len()
+}
+
+/// Nothing but the number (and a closing period) on its line.
+fn stands_alone(line: &str, token: &Token) -> bool {
+    line[..token.start].trim().is_empty()
+        && line[token.end..]
+            .trim()
+            .trim_end_matches(['.', '!'])
+            .is_empty()
 }
 
 fn marker_window<'a>(clause: &'a str, line_start: usize, kw: Option<&Cue>) -> &'a str {
@@ -561,6 +612,14 @@ fn temporal_of(window: &str, after: &str) -> Temporal {
     }
     if cues::after_says_new(after) {
         return Temporal::New;
+    }
+    if cues::just_before_says_new(window) {
+        return Temporal::New;
+    }
+    // "the new ID we received was 7…" stays new: "was" alone only says old when no
+    // word in the window says new.
+    if cues::just_before_says_old(window) && cues::new_words(window).is_empty() {
+        return Temporal::Old;
     }
     let len = window.len();
     let mut best: Option<(usize, Temporal)> = None;
@@ -589,6 +648,17 @@ fn temporal_of(window: &str, after: &str) -> Temporal {
     best.map_or(Temporal::Unsaid, |(_, t)| t)
 }
 
+/// `after` up to the first comma, semicolon or "und"/"and" that starts the next clause.
+fn clause_head(after: &str) -> &str {
+    let mut end = after.find([',', ';']).unwrap_or(after.len());
+    for joint in [" und ", " and ", " sowie ", " while ", " whereas "] {
+        if let Some(i) = after.find(joint) {
+            end = end.min(i);
+        }
+    }
+    &after[..end]
+}
+
 fn role_of(window: &str, after: &str) -> Role {
     if let Some(note) = cues::after_note(after) {
         if !cues::pga_words(note).is_empty() {
@@ -606,6 +676,9 @@ fn role_of(window: &str, after: &str) -> Role {
         (None, Some(_)) => return Role::Pla,
         (None, None) => {}
     }
+    // Forward, the role speaks of this number only up to the end of its clause:
+    // in "X, die des Standorts München Y" the location belongs to Y, not X.
+    let after = clause_head(after);
     let pga = cues::pga_words(after).first().map(|c| c.start);
     let pla = cues::pla_words(after).first().map(|c| c.start);
     match (pga, pla) {
@@ -721,5 +794,47 @@ mod tests {
 
         let f = read(&["Ihre neue Standort-ID (PLA-ID, z. B. 1234567)"]);
         assert_eq!(f[0].temporal, Temporal::Example);
+    }
+
+    #[test]
+    fn red_team_context_cases() {
+        // A shared plural keyword gives every listed number the same role.
+        let f = read(&["zwei Standort-IDs, 6732095 für Trier und 6732112 für Luxemburg."]);
+        assert_eq!((f[0].role, f[1].role), (Role::Pla, Role::Pla));
+        // The location named after the second number is not the first one's.
+        let f =
+            read(&["Die MPN-ID des Hauptkontos ist 6402552, die des Standorts München 6402569."]);
+        assert_eq!((f[0].role, f[1].role), (Role::Pga, Role::Pla));
+        // "was X, now Y" and "(ehemals X)".
+        let f = read(&["our partner ID was 4760018, now it's 7178395."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Old, Temporal::New)
+        );
+        let f = read(&["the new ID we received was 7178395."]);
+        assert_eq!(f[0].temporal, Temporal::New);
+        let f = read(&["Partner-ID: 6902258 (ehemals 956311)"]);
+        assert_eq!(f[1].temporal, Temporal::Old);
+        // "new" a few words before the keyword.
+        let f = read(&["Our new location account ID is 7015592."]);
+        assert_eq!(
+            (f[0].strength, f[0].temporal),
+            (Strength::Strong, Temporal::New)
+        );
+        // "X durch Y", "von X auf Y"; a count after "to" is no replacement.
+        let f = read(&["bitte ersetzen Sie die Partner-ID 4417206 durch 6409981."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Old, Temporal::New)
+        );
+        let f = read(&["unsere MPN-ID ändert sich von 5377104 auf 6521136."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Old, Temporal::New)
+        );
+        let f = read(&["move Partner ID 6409981 to 12 customers"]);
+        assert_eq!(f[0].temporal, Temporal::Unsaid);
+        assert!(read(&["6813097"])[0].alone);
+        assert!(!read(&["Ticket 6813097"])[0].alone);
     }
 }

@@ -29,6 +29,15 @@ const MAX_HEADER_BYTES: usize = 8 * 1024;
 /// A text/plain body shorter than this is treated as a stub when an HTML body exists.
 const STUB_TEXT_CHARS: usize = 16;
 
+/// A plain part shorter than this that only says "view this as HTML" is a stub too.
+const STUB_NOTICE_CHARS: usize = 300;
+
+/// "Diese Nachricht enthält HTML-Inhalte …", "This is an HTML message …": ERP and
+/// CRM mailers put such a notice in the plain alternative and the content in HTML.
+fn says_view_as_html(text: &str) -> bool {
+    text.to_ascii_lowercase().contains("html")
+}
+
 /// Where a text of the mail comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Origin {
@@ -186,7 +195,11 @@ fn collect_texts(message: &Message<'_>, origin: Origin, depth: usize, out: &mut 
     }
     let plain = body_texts(message, &message.text_body);
     let plain_len: usize = plain.iter().map(|t| t.text.trim().chars().count()).sum();
-    let use_html = plain_len < STUB_TEXT_CHARS && !message.html_body.is_empty();
+    let use_html = !message.html_body.is_empty()
+        && (plain_len < STUB_TEXT_CHARS
+            || (plain_len < STUB_NOTICE_CHARS
+                && message.html_body != message.text_body
+                && plain.iter().any(|t| says_view_as_html(&t.text))));
     let chosen = if use_html {
         body_texts(message, &message.html_body)
     } else {
@@ -339,5 +352,15 @@ mod tests {
         assert_eq!(p.headers.in_reply_to.as_deref(), Some("b@x"));
         assert_eq!(p.texts.len(), 1);
         assert!(p.has_field("from"));
+    }
+
+    #[test]
+    fn a_view_as_html_stub_yields_the_html() {
+        let raw = b"From: a@b.example\r\nSubject: x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/alternative; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: text/plain\r\n\r\nDiese Nachricht enthaelt HTML-Inhalte.\r\n--b\r\nContent-Type: text/html\r\n\r\n<p>Partner-ID 1</p>\r\n--b--\r\n";
+        let p = parse(raw).expect("parses");
+        assert!(p
+            .texts
+            .iter()
+            .any(|t| t.html && t.text.contains("Partner-ID 1")));
     }
 }

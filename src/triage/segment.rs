@@ -102,7 +102,7 @@ static CLOSING: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)^(?:
             (?:mit\s+)?(?:freundlich\w*|best\w*|herzlich\w*|lieb\w*|viel\w*|schön\w*|sonnig\w*)?\s*(?:grüß\w*|grüss\w*|gruß|gruss)(?:[^0-9A-Za-z].*)?
           | .{0,25}\b(?:gruß|gruss|grüße|grüsse|grüßen|grüssen|regards)(?:[^0-9A-Za-z].*)?
-          | (?:mfg|vg|lg|bg|beste\s+grüße|kind\s+regards|best\s+regards|warm\s+regards|regards|best|cheers|thanks|thank\s+you|many\s+thanks|thanks\s+again|sincerely|yours\s+sincerely|yours\s+faithfully|yours|danke|vielen\s+dank|besten\s+dank|danke\s+schön|dankeschön|thx|br|ciao|tschüss)\s*[,.!]*
+          | (?:mfg|vg|lg|bg|beste\s+grüße|kind\s+regards|best\s+regards|warm\s+regards|regards|best|cheers|thanks|thank\s+you|many\s+thanks|thanks\s+again|(?:many\s+)?thanks\s+in\s+advance|thank\s+you\s+in\s+advance|best\s+wishes|all\s+the\s+best|(?:vielen\s+)?dank\s+im\s+voraus|danke\s+(?:im\s+voraus|vorab)|sincerely|yours\s+sincerely|yours\s+faithfully|yours|danke|vielen\s+dank|besten\s+dank|danke\s+schön|dankeschön|thx|br|ciao|tschüss)\s*[,.!]*
         )$",
     )
 });
@@ -155,7 +155,12 @@ impl Own {
 }
 
 /// Splits one text of the mail into sourced lines.
-pub(crate) fn segment(part: &TextPart, subject_is_forward: bool, own: &Own) -> Block {
+///
+/// `may_forward`: the subject is not a reply's ("AW:", "Re:"), so a header block or
+/// "Original Message" marker below the author's text introduces a forwarded mail
+/// (people rewrite a forward's subject, rarely a reply's); our own mail in it is
+/// still quoted.
+pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
     let raw_lines: Vec<&str> = part.text.lines().take(MAX_LINES).collect();
     let mut state = match &part.origin {
         Origin::Main => Source::Body,
@@ -167,12 +172,22 @@ pub(crate) fn segment(part: &TextPart, subject_is_forward: bool, own: &Own) -> B
     let mut forward_reach = 0usize;
     let mut seen_forward = !matches!(part.origin, Origin::Main);
     let mut author_lines = 0usize;
+    // The second line of an attribution wrapped over two lines.
+    let mut attribution_tail = false;
     for i in 0..raw_lines.len() {
         let t = raw_lines[i].trim();
-        let source = if state == Source::Quoted {
-            Source::Quoted
-        } else if t.starts_with('>') {
-            // A quoted line; the author may answer below it, so the state stays.
+        let wrapped_attribution = std::mem::take(&mut attribution_tail);
+        // Glued to a quoted line: a client that wrapped the quote without repeating
+        // '>'. The author's own answer below a quote starts after a blank line.
+        let glued_to_quote =
+            !t.is_empty() && i > 0 && raw_lines[i - 1].trim_start().starts_with('>');
+        // A '>' line is quoted, but the author may answer below it, so the state
+        // stays.
+        let source = if state == Source::Quoted
+            || wrapped_attribution
+            || t.starts_with('>')
+            || glued_to_quote
+        {
             Source::Quoted
         } else if FORWARD_MARKER.is_match(t) {
             state = forward_state(&raw_lines, i + 1, own);
@@ -180,7 +195,7 @@ pub(crate) fn segment(part: &TextPart, subject_is_forward: bool, own: &Own) -> B
             forward_reach = FORWARD_HEADER_REACH;
             state
         } else if ORIGINAL_MARKER.is_match(t) {
-            state = if subject_is_forward && !seen_forward {
+            state = if may_forward && !seen_forward {
                 seen_forward = true;
                 forward_reach = FORWARD_HEADER_REACH;
                 forward_state(&raw_lines, i + 1, own)
@@ -189,12 +204,18 @@ pub(crate) fn segment(part: &TextPart, subject_is_forward: bool, own: &Own) -> B
             };
             state
         } else if is_attribution(&raw_lines, i) {
-            state = Source::Quoted;
-            state
+            // "On … wrote:" followed by '>' lines: the quote is marked line by line,
+            // and the author may answer below it (interleaved or bottom-posted), so
+            // only the '>' lines are quoted. Without '>' everything below is quoted.
+            if !prefix_quote_follows(&raw_lines, i) {
+                state = Source::Quoted;
+            }
+            attribution_tail = !t.ends_with(':');
+            Source::Quoted
         } else if is_header_block(&raw_lines, i) {
             if forward_reach > 0 {
                 // The header block of the forward announced just above.
-            } else if subject_is_forward && !seen_forward {
+            } else if may_forward && !seen_forward {
                 seen_forward = true;
                 state = forward_state(&raw_lines, i, own);
             } else {
@@ -242,6 +263,18 @@ fn forward_state(lines: &[&str], from: usize, own: &Own) -> Source {
         }
     }
     Source::Forwarded
+}
+
+/// Whether the first non-blank line after the attribution at `i` (or after its
+/// second line, when wrapped) is a '>' quote.
+fn prefix_quote_follows(lines: &[&str], i: usize) -> bool {
+    lines
+        .iter()
+        .skip(i + 1)
+        .take(4)
+        .map(|l| l.trim())
+        .find(|l| !l.is_empty() && !l.ends_with(':') && !l.ends_with(">:"))
+        .is_some_and(|l| l.starts_with('>'))
 }
 
 fn is_attribution(lines: &[&str], i: usize) -> bool {
@@ -383,5 +416,36 @@ mod tests {
         assert_eq!(subject_source("Fwd: Welcome"), Source::Forwarded);
         assert_eq!(subject_source("Neue MPN-ID: 5873104"), Source::Subject);
         assert_eq!(subject_source("Antwort erbeten: neue ID"), Source::Subject);
+    }
+
+    #[test]
+    fn answers_below_a_prefixed_quote_are_the_authors() {
+        let s = sources(
+            "Hi\n\nOn 10 Nov 2025, at 15:20, Team <cloud@nordwind-dist.example> wrote:\n\n> old 1\n> more\nwrapped 2\n\nHere it is: 3\n\n> tail 4\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "old 1"), Source::Quoted);
+        assert_eq!(source_of(&s, "wrapped 2"), Source::Quoted);
+        assert_eq!(source_of(&s, "Here it is"), Source::Body);
+        assert_eq!(source_of(&s, "tail 4"), Source::Quoted);
+        // Without '>' lines the attribution still quotes everything below it.
+        let s = sources("Top\nOn Mon, Team wrote:\nold 1\n", false);
+        assert_eq!(source_of(&s, "old 1"), Source::Quoted);
+        // Gmail's attribution wrapped over two lines, then a '>' quote.
+        let s = sources("Top\nAm Mo., 10. Nov. 2025 um 15:02 Uhr schrieb Team <\ncloud@nordwind-dist.example>:\n\n> a 1\n", false);
+        assert_eq!(source_of(&s, "cloud@"), Source::Quoted);
+    }
+
+    #[test]
+    fn a_header_block_under_a_plain_subject_is_a_forward() {
+        let text = "Anbei.\n\n________________________________\nVon: Microsoft <pc@microsoft.example>\nGesendet: Montag\nAn: B\nBetreff: C\n\nPartner-ID: 1\n";
+        assert_eq!(
+            source_of(&sources(text, true), "Partner-ID"),
+            Source::Forwarded
+        );
+        assert_eq!(
+            source_of(&sources(text, false), "Partner-ID"),
+            Source::Quoted
+        );
     }
 }

@@ -1121,3 +1121,35 @@ fn imap_over_tls_with_xoauth2_through_the_daemon() {
         "client secret in the log"
     );
 }
+
+#[test]
+fn smtp_refusals_are_retried_or_parked_with_the_servers_answer() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let mut w = imap_world(&dv, &smtp);
+    w.import_registry();
+    w.start();
+    // A temporary refusal is retried; a permanent one is parked for the operator.
+    smtp.fail_next(1, "451 4.3.0 try again later");
+    dv.append(&corpus_mail("01_de_outlook_plain_statement.eml"));
+    let sent = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(sent.len(), 1);
+    smtp.fail_next(1, "550 5.1.1 mailbox unknown");
+    dv.append(&corpus_mail("02_en_thunderbird_plain_statement.eml"));
+    wait_until("parked", Duration::from_secs(30), || {
+        outbox_count(&w, "failed") == 1
+    });
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let c02 = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["mpn_id"] == "7039452")
+        .unwrap();
+    let show = w.ok(&["queue", "show", &c02["id"].to_string()]);
+    assert!(show.contains("[failed]") && show.contains("550"), "{show}");
+    // The operator revives it once the address is fixed.
+    w.ok(&["queue", "retry", &c02["id"].to_string()]);
+    smtp.wait_for(2, Duration::from_secs(30));
+    w.stop();
+}

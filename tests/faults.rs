@@ -386,7 +386,8 @@ fn smtp_section(smtp: &SmtpSink) -> String {
 // ---------------------------------------------------------------------------
 // Mails.
 
-const OUR_AR: &str = "Authentication-Results: mx.nordwind-dist.example; dkim=pass; spf=pass; dmarc=pass\r\n";
+const OUR_AR: &str =
+    "Authentication-Results: mx.nordwind-dist.example; dkim=pass; spf=pass; dmarc=pass\r\n";
 
 /// A plain mail with Message-ID `<{tag}-{n}@faults.example>`.
 fn mail(tag: &str, n: usize, from: &str, extra: &str, body: &str) -> Vec<u8> {
@@ -549,6 +550,50 @@ fn backlog(n: usize, one_per_reseller: bool) -> Vec<(Vec<u8>, Kind, Option<(Stri
     out
 }
 
+/// Every mail processed exactly once: one message row and one case per
+/// Message-ID, and exactly one copy, in the folder its case says; the inbox empty.
+fn assert_exactly_once(w: &World, dv: &Dovecot, mails: &[(Vec<u8>, Kind, Option<(String, u32)>)]) {
+    let n = mails.len();
+    let keys = w.rows(
+        "SELECT m.message_key, m.destination, (SELECT COUNT(*) FROM cases c WHERE c.message_id = m.id)
+         FROM messages m",
+    );
+    assert_eq!(keys.len(), n, "one message row per mail");
+    let mut seen = HashSet::new();
+    for k in &keys {
+        assert!(seen.insert(k[0].clone()), "{} recorded twice", k[0]);
+        assert_eq!(k[2], "1", "{} has {} cases", k[0], k[2]);
+    }
+    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), n as i64);
+    let placed = folders(dv);
+    assert!(placed.iter().all(|(_, f)| f != "INBOX"), "inbox not empty");
+    let mut by_id: HashMap<&str, Vec<&str>> = HashMap::new();
+    for (id, f) in &placed {
+        by_id.entry(id).or_default().push(f);
+    }
+    let dest: HashMap<String, String> = keys
+        .iter()
+        .map(|k| (k[0].trim_start_matches("mid:").to_string(), k[1].clone()))
+        .collect();
+    for (i, (raw, kind, _)) in mails.iter().enumerate() {
+        let id = message_id_of(raw).unwrap();
+        let got = by_id.get(id.as_str()).cloned().unwrap_or_default();
+        let want = match kind {
+            Kind::Apply => "Processed",
+            Kind::Review => "Review",
+            Kind::Ignore => "Ignored",
+        };
+        assert_eq!(got, vec![want], "mail {i} {id}: folders {got:?}");
+        let key = id.trim_start_matches('<').trim_end_matches('>');
+        assert_eq!(
+            dest.get(key).map(String::as_str),
+            Some(want.to_lowercase().as_str()),
+            "mail {i}: case destination"
+        );
+    }
+    assert_eq!(placed.len(), n, "no mail in two folders");
+}
+
 /// Delivers the backlog, kills the daemon `kills` times at random moments while it
 /// works, lets it finish, and checks exactly-once processing. Returns the world
 /// and the backlog for the backend's own checks.
@@ -577,7 +622,9 @@ fn kill_storm(
     // holds a random number of committed mails, plus a random few ms, so it falls
     // anywhere: mid-fetch, mid-commit, between commit and move, mid-send, mid-PATCH.
     let mut rng = Rng::seeded();
-    let mut targets: Vec<i64> = (0..kills).map(|_| rng.below(n as u64 * 95 / 100) as i64).collect();
+    let mut targets: Vec<i64> = (0..kills)
+        .map(|_| rng.below(n as u64 * 95 / 100) as i64)
+        .collect();
     targets.sort_unstable();
     let mut during_backlog = 0;
     for target in targets {
@@ -597,7 +644,9 @@ fn kill_storm(
     w.wait("the inbox drained", Duration::from_secs(150), || {
         dv.count("INBOX") == 0
     });
-    w.wait("every case settled", Duration::from_secs(120), || settled(&w));
+    w.wait("every case settled", Duration::from_secs(120), || {
+        settled(&w)
+    });
     w.wait_outbox_drained(Duration::from_secs(60));
     w.stop();
     eprintln!(
@@ -606,49 +655,7 @@ fn kill_storm(
         started.elapsed().as_secs_f64()
     );
 
-    // Every mail processed exactly once: one message row and one case per
-    // Message-ID, and exactly one copy in the folder its case says.
-    let keys = w.rows(
-        "SELECT m.message_key, m.destination, (SELECT COUNT(*) FROM cases c WHERE c.message_id = m.id)
-         FROM messages m",
-    );
-    assert_eq!(keys.len(), n, "one message row per mail");
-    let mut seen = HashSet::new();
-    for k in &keys {
-        assert!(seen.insert(k[0].clone()), "{} recorded twice", k[0]);
-        assert_eq!(k[2], "1", "{} has {} cases", k[0], k[2]);
-    }
-    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), n as i64);
-    let placed = folders(dv);
-    assert!(
-        placed.iter().all(|(_, f)| f != "INBOX"),
-        "inbox not empty"
-    );
-    let mut by_id: HashMap<&str, Vec<&str>> = HashMap::new();
-    for (id, f) in &placed {
-        by_id.entry(id).or_default().push(f);
-    }
-    let dest: HashMap<String, String> = keys
-        .iter()
-        .map(|k| (k[0].trim_start_matches("mid:").to_string(), k[1].clone()))
-        .collect();
-    for (i, (raw, kind, _)) in mails.iter().enumerate() {
-        let id = message_id_of(raw).unwrap();
-        let got = by_id.get(id.as_str()).cloned().unwrap_or_default();
-        let want = match kind {
-            Kind::Apply => "Processed",
-            Kind::Review => "Review",
-            Kind::Ignore => "Ignored",
-        };
-        assert_eq!(got, vec![want], "mail {i} {id}: folders {got:?}");
-        let key = id.trim_start_matches('<').trim_end_matches('>');
-        assert_eq!(
-            dest.get(key).map(String::as_str),
-            Some(want.to_lowercase().as_str()),
-            "mail {i}: case destination"
-        );
-    }
-    assert_eq!(placed.len(), n, "no mail in two folders");
+    assert_exactly_once(&w, dv, &mails);
 
     // No job twice: per case one account job and one per subscription.
     let jobs = w.rows(
@@ -656,14 +663,15 @@ fn kill_storm(
                 SUM(j.kind = 'account'), SUM(j.kind = 'subscription')
          FROM jobs j JOIN cases c ON c.id = j.case_id GROUP BY j.case_id",
     );
-    let subs: HashMap<String, usize> = resellers()
-        .into_iter()
-        .map(|(a, _, n)| (a, n))
-        .collect();
+    let subs: HashMap<String, usize> = resellers().into_iter().map(|(a, _, n)| (a, n)).collect();
     for j in &jobs {
         assert_eq!(j[1], j[2], "duplicate job keys: {j:?}");
         assert_eq!(j[3], "1", "one account job per case: {j:?}");
-        assert_eq!(j[4], subs[&j[0]].to_string(), "one job per subscription: {j:?}");
+        assert_eq!(
+            j[4],
+            subs[&j[0]].to_string(),
+            "one job per subscription: {j:?}"
+        );
     }
     let applies = mails.iter().filter(|m| m.1 == Kind::Apply).count();
     assert_eq!(jobs.len(), applies, "jobs for every applied mail, no other");
@@ -671,7 +679,10 @@ fn kill_storm(
     let per_case = w.rows(
         "SELECT case_id, kind, COUNT(*) FROM outbox GROUP BY case_id, kind HAVING COUNT(*) > 1",
     );
-    assert!(per_case.is_empty(), "confirmations queued twice: {per_case:?}");
+    assert!(
+        per_case.is_empty(),
+        "confirmations queued twice: {per_case:?}"
+    );
     assert_eq!(
         w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'received'"),
         applies as i64
@@ -726,7 +737,9 @@ fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
     assert!(st.problems.is_empty(), "{:#?}", st.problems);
     let mut retried = 0;
     for (_, _, target) in &mails {
-        let Some((account, id)) = target else { continue };
+        let Some((account, id)) = target else {
+            continue;
+        };
         for sub in subscriptions_of(account) {
             let changes: Vec<_> = st.applied.iter().filter(|a| a.0 == sub).collect();
             assert_eq!(changes.len(), 1, "{sub} changed once: {changes:?}");
@@ -747,7 +760,9 @@ fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
     }
     drop(st);
     for (_, _, target) in &mails {
-        let Some((account, id)) = target else { continue };
+        let Some((account, id)) = target else {
+            continue;
+        };
         for sub in subscriptions_of(account) {
             assert_eq!(pc.partner_of(&sub), id.to_string());
         }
@@ -765,3 +780,295 @@ fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
 }
 
 fn _unused(_: BTreeMap<(), ()>, _: SmtpOptions) {}
+
+// ---------------------------------------------------------------------------
+// 2. Outages.
+
+fn log_has(w: &World, needle: &str) -> bool {
+    w.log().contains(needle)
+}
+
+#[test]
+fn dovecot_crash_smtp_down_a_minute_and_backend_500s_heal_without_an_operator() {
+    let mut dv = Dovecot::start(DovecotOptions::default());
+    let mut smtp = SmtpSink::start();
+    let pc = PcFake::start();
+    pc.seed(&std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap());
+    {
+        let mut st = pc.lock();
+        // Partner Center: 500 to every subscription call, and to the first
+        // verification (3 tries: the mail with that ID must wait in the inbox).
+        st.subs_down = true;
+        st.verify_failures = 3;
+    }
+    let mut w = World::new(|dir| Setup {
+        mailbox: imap_section(&dv),
+        smtp: smtp_section(&smtp),
+        backend: pc.backend_section(dir, "max_attempts = 50\n"),
+        ..Default::default()
+    });
+    w.import_registry();
+    let mails = backlog(300, true);
+    dv.deliver_many(mails.iter().map(|(raw, _, _)| raw.clone()));
+    smtp.stop();
+    let t0 = Instant::now();
+    w.start();
+
+    // Dovecot crashes (SIGKILL of every Dovecot process) a third into the backlog
+    // and is back 3 s later.
+    w.wait("a third of the backlog", Duration::from_secs(60), || {
+        w.count("SELECT COUNT(*) FROM messages") >= 100
+    });
+    dv.kill();
+    let crashed_at = t0.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    dv.restart();
+
+    // While Microsoft cannot be asked (the first verification failed, the next
+    // ones are paused for 30 s), the ID mails wait in the inbox, and the others
+    // are not held up behind them.
+    let others = mails.iter().filter(|m| m.1 != Kind::Apply).count() as i64;
+    w.wait(
+        "every mail that needs no verification",
+        Duration::from_secs(25),
+        || w.count("SELECT COUNT(*) FROM cases WHERE decision IN ('review', 'ignore')") == others,
+    );
+    let waiting = dv.count("INBOX");
+    eprintln!(
+        "outages: Dovecot killed at {:.1} s; the {others} other mails done at {:.1} s while \
+         {waiting} ID mails wait for verification",
+        crashed_at.as_secs_f64(),
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        waiting,
+        mails.len() - others as usize,
+        "ID mails wait while verification is unavailable"
+    );
+
+    // A new mail after the pause wakes the loop, which tries the waiting ones
+    // again; their jobs meet Partner Center's 500s until 50 s, SMTP is back at 60 s.
+    std::thread::sleep(Duration::from_secs(32).saturating_sub(t0.elapsed()));
+    let late = mail(
+        "storm",
+        300,
+        "<late@unknown-reseller.example>",
+        "",
+        &id_body(7_199_999),
+    );
+    dv.append(&late);
+    let mut mails = mails;
+    mails.push((late, Kind::Review, None));
+    std::thread::sleep(Duration::from_secs(50).saturating_sub(t0.elapsed()));
+    pc.lock().subs_down = false;
+    let inbox_left = dv.count("INBOX");
+    std::thread::sleep(Duration::from_secs(60).saturating_sub(t0.elapsed()));
+    let pending_at_smtp_restart = w.count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'");
+    smtp.restart();
+    let smtp_back = Instant::now();
+    let smtp_back_at = t0.elapsed();
+    w.wait("the inbox drained", Duration::from_secs(60), || {
+        dv.count("INBOX") == 0
+    });
+    w.wait("every update done", Duration::from_secs(90), || {
+        w.count("SELECT COUNT(*) FROM jobs WHERE state <> 'done'") == 0
+            && w.count("SELECT COUNT(*) FROM cases WHERE state = 'updating'") == 0
+    });
+    w.wait_outbox_drained(Duration::from_secs(150));
+    let healed = smtp_back.elapsed();
+    w.stop();
+    eprintln!(
+        "outages: {inbox_left} mails in the inbox at 50 s, {} Partner Center 500s served, \
+         {pending_at_smtp_restart} confirmations waiting when SMTP came back after {:.0} s, \
+         all sent {:.1} s later",
+        pc.lock().errors_served,
+        smtp_back_at.as_secs_f64(),
+        healed.as_secs_f64()
+    );
+
+    assert_exactly_once(&w, &dv, &mails);
+    let dupes = assert_no_confirmation_lost(&w, &smtp);
+    assert_eq!(dupes, 0, "no kill of mpnd here: no confirmation twice");
+    let applies = mails.iter().filter(|m| m.1 == Kind::Apply).count() as i64;
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'applied'"),
+        applies
+    );
+    assert!(pending_at_smtp_restart > 0, "confirmations waited for SMTP");
+    for (_, _, target) in &mails {
+        let Some((account, id)) = target else {
+            continue;
+        };
+        for sub in subscriptions_of(account) {
+            assert_eq!(pc.partner_of(&sub), id.to_string(), "{sub}");
+        }
+    }
+    let st = pc.lock();
+    assert!(st.problems.is_empty(), "{:#?}", st.problems);
+    for (sub, _, _) in &st.applied {
+        assert_eq!(
+            st.applied.iter().filter(|a| &a.0 == sub).count(),
+            1,
+            "{sub} changed once"
+        );
+    }
+    drop(st);
+    // Each outage left a clear trace in the log.
+    let log = w.log();
+    for needle in [
+        "mailbox connection lost",
+        "verification unavailable",
+        "job will be retried",
+        "500",
+        "confirmation not sent, will retry",
+    ] {
+        assert!(log.contains(needle), "no {needle:?} in the log:\n{log}");
+    }
+}
+
+/// Sets the daemon's RLIMIT_FSIZE soft limit (the hard one stays): with 0, every
+/// write to a file fails (EFBIG, SIGXFSZ ignored), as on a full disk.
+fn limit_file_size(pid: u32, soft: Option<u64>) {
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on valid pointers.
+    unsafe {
+        assert_eq!(
+            libc::prlimit(pid as i32, libc::RLIMIT_FSIZE, std::ptr::null(), &mut old),
+            0
+        );
+        let new = libc::rlimit {
+            rlim_cur: soft.unwrap_or(old.rlim_max),
+            rlim_max: old.rlim_max,
+        };
+        assert_eq!(
+            libc::prlimit(pid as i32, libc::RLIMIT_FSIZE, &new, std::ptr::null_mut()),
+            0,
+            "prlimit: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+fn maildir_deliver(w: &World, name: &str, raw: &[u8]) {
+    let md = w.var().join("mail");
+    std::fs::create_dir_all(md.join("tmp")).unwrap();
+    std::fs::create_dir_all(md.join("new")).unwrap();
+    std::fs::write(md.join("tmp").join(name), raw).unwrap();
+    std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
+}
+
+fn maildir_count(w: &World, folder: &str) -> usize {
+    let base = match folder {
+        "" => w.var().join("mail"),
+        f => w.var().join("mail").join(format!(".{f}")),
+    };
+    ["new", "cur"]
+        .iter()
+        .map(|s| {
+            std::fs::read_dir(base.join(s))
+                .map(|d| d.count())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
+    let smtp = SmtpSink::start();
+    let mut w = World::new(|_| Setup {
+        smtp: smtp_section(&smtp),
+        ..Default::default()
+    });
+    w.import_registry();
+    w.start();
+    let rs = resellers();
+    maildir_deliver(
+        &w,
+        "1700000000.M0P0.ok",
+        &mail(
+            "disk",
+            0,
+            &format!("<{}>", rs[0].1),
+            OUR_AR,
+            &id_body(7_300_000),
+        ),
+    );
+    w.wait("the first mail", Duration::from_secs(20), || {
+        maildir_count(&w, "Processed") == 1
+    });
+    smtp.wait_for(1, Duration::from_secs(20));
+
+    // The disk is full: no write to any file of the state dir succeeds.
+    limit_file_size(w.pid(), Some(0));
+    let full_at = Instant::now();
+    let n = 12;
+    for i in 1..=n {
+        let raw = if i % 3 == 0 {
+            mail(
+                "disk",
+                i,
+                "<nobody@unknown.example>",
+                "",
+                &id_body(7_300_000 + i as u32),
+            )
+        } else {
+            mail(
+                "disk",
+                i,
+                &format!("<{}>", rs[i].1),
+                OUR_AR,
+                &id_body(7_300_000 + i as u32),
+            )
+        };
+        maildir_deliver(&w, &format!("17000000{i:02}.M{i}P0.full"), &raw);
+    }
+    w.wait(
+        "an error about the store in the log",
+        Duration::from_secs(20),
+        || w.log().contains("cannot commit case: disk I/O error"),
+    );
+    std::thread::sleep(Duration::from_secs(8));
+    assert_eq!(
+        maildir_count(&w, ""),
+        n,
+        "nothing leaves the inbox while the store cannot be written"
+    );
+    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), 1);
+    let (code, health) = w.http("/healthz", None).unwrap();
+    eprintln!(
+        "store unwritable for {:.1} s: /healthz {code}",
+        full_at.elapsed().as_secs_f64()
+    );
+
+    // Space again: the daemon goes on by itself, without a restart.
+    limit_file_size(w.pid(), None);
+    let freed = Instant::now();
+    w.wait(
+        "the inbox drained after the store healed",
+        Duration::from_secs(90),
+        || maildir_count(&w, "") == 0,
+    );
+    w.wait_outbox_drained(Duration::from_secs(30));
+    eprintln!(
+        "store writable again: {n} waiting mails committed and moved {:.1} s later",
+        freed.elapsed().as_secs_f64()
+    );
+    let peak = w.peak_rss_mib();
+    w.stop();
+    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), n as i64 + 1);
+    assert_eq!(
+        w.count("SELECT COUNT(DISTINCT message_key) FROM messages"),
+        n as i64 + 1
+    );
+    assert_eq!(
+        maildir_count(&w, "Processed") + maildir_count(&w, "Review"),
+        n + 1
+    );
+    assert_eq!(maildir_count(&w, "Review"), n / 3);
+    assert_eq!(assert_no_confirmation_lost(&w, &smtp), 0);
+    assert_eq!(smtp.messages().len(), 1 + n - n / 3);
+    let _ = (health, peak);
+}

@@ -212,7 +212,10 @@ async fn handle(
                 return StatusCode::NOT_FOUND.into_response();
             };
             if h("if-match") != current["attributes"]["etag"].as_str().unwrap_or("") {
-                return (StatusCode::PRECONDITION_FAILED, axum::Json(json!({"code": 2055})))
+                return (
+                    StatusCode::PRECONDITION_FAILED,
+                    axum::Json(json!({"code": 2055})),
+                )
                     .into_response();
             }
             st.etag_seq += 1;

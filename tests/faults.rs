@@ -1072,3 +1072,174 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
     assert_eq!(smtp.messages().len(), 1 + n - n / 3);
     let _ = (health, peak);
 }
+
+// ---------------------------------------------------------------------------
+// 3. Hostile mail.
+
+fn headers(from: &str, n: usize, ctype: &str) -> String {
+    format!(
+        "From: {from}\r\nTo: cloud@nordwind-dist.example\r\n{OUR_AR}Subject: hostile {n}\r\n\
+         Message-ID: <hostile-{n}@faults.example>\r\nDate: Tue, 18 Nov 2025 11:02:08 +0100\r\n\
+         MIME-Version: 1.0\r\nContent-Type: {ctype}\r\n"
+    )
+}
+
+/// (what, raw) of every hostile mail, all from a registered contact.
+fn hostile_mails(from: &str) -> Vec<(&'static str, Vec<u8>)> {
+    let mut out = Vec::new();
+
+    // 50 MB, with an ID that must never be read.
+    let mut big = headers(from, 0, "text/plain; charset=utf-8").into_bytes();
+    big.extend_from_slice(b"\r\nunsere neue MPN-ID lautet 7400000.\r\n");
+    let line = [b'x'; 998];
+    while big.len() < 50_000_000 {
+        big.extend_from_slice(&line);
+        big.extend_from_slice(b"\r\n");
+    }
+    out.push(("50 MB", big));
+
+    // 1,000 parts.
+    let mut m = headers(from, 1, "multipart/mixed; boundary=\"b\"") + "\r\n";
+    for i in 0..1000 {
+        m.push_str(&format!(
+            "--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nTeil {i}: nichts Neues.\r\n"
+        ));
+    }
+    m.push_str("--b--\r\n");
+    out.push(("1,000 parts", m.into_bytes()));
+
+    // 100 multiparts deep.
+    let mut m = headers(from, 2, "multipart/mixed; boundary=\"d0\"") + "\r\n";
+    for d in 1..100 {
+        m.push_str(&format!(
+            "--d{}\r\nContent-Type: multipart/mixed; boundary=\"d{d}\"\r\n\r\n",
+            d - 1
+        ));
+    }
+    m.push_str("--d99\r\nContent-Type: text/plain\r\n\r\nganz unten\r\n");
+    for d in (0..100).rev() {
+        m.push_str(&format!("--d{d}--\r\n"));
+    }
+    out.push(("100 deep", m.into_bytes()));
+
+    // Broken encodings: bad base64, bad quoted-printable, unknown charsets, raw
+    // 8-bit and invalid UTF-8 in headers, a broken encoded word.
+    let mut m = format!(
+        "From: {from}\r\nTo: cloud@nordwind-dist.example\r\n{OUR_AR}\
+         Subject: =?utf-8?B?!!!kaputt?= =?x-unknown?Q?=ZZ=?=\r\n\
+         Message-ID: <hostile-3@faults.example>\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"e\"\r\n\r\n"
+    )
+    .into_bytes();
+    m.extend_from_slice(b"X-Bad: \xff\xfe\xc3\x28 ung\xfcltig\r\n");
+    m.extend_from_slice(
+        b"--e\r\nContent-Type: text/plain; charset=x-no-such-charset\r\n\
+          Content-Transfer-Encoding: base64\r\n\r\n!!!@@@###$$$ not base64 at all ====\r\n\
+          --e\r\nContent-Type: text/plain; charset=utf-7\r\n\
+          Content-Transfer-Encoding: quoted-printable\r\n\r\n=ZZ=X=\r\n=C3=\r\n+AGEAYgBj-\r\n\
+          --e\r\nContent-Type: text/html; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+          //5pAG4AdgBhAGwAaQBk2AA=\r\n--e\r\nContent-Type: text/plain; charset=\"utf-8\r\n\r\n\
+          \xc3\x28\xa0\xa1 \xe2\x82 half a character\r\n",
+    );
+    out.push(("broken encodings", m));
+
+    // 100,000 headers.
+    let mut m = headers(from, 4, "text/plain; charset=utf-8");
+    for i in 0..100_000 {
+        m.push_str(&format!("X-Flood-{i}: {i}\r\n"));
+    }
+    m.push_str("\r\nviele Kopfzeilen\r\n");
+    out.push(("100k headers", m.into_bytes()));
+
+    // NUL bytes in headers and body.
+    let mut m = headers(from, 5, "text/plain; charset=utf-8").into_bytes();
+    m.extend_from_slice(b"X-Nul: a\0b\r\n\r\nHallo\0\0\0 Welt\0\r\n");
+    m.extend(std::iter::repeat_n(0u8, 100_000));
+    m.extend_from_slice(b"\r\nEnde\r\n");
+    out.push(("NUL bytes", m));
+    out
+}
+
+#[test]
+fn hostile_mail_is_bounded_goes_to_review_and_the_daemon_goes_on() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let mut w = World::new(|_| Setup {
+        mailbox: imap_section(&dv),
+        smtp: smtp_section(&smtp),
+        ..Default::default()
+    });
+    w.import_registry();
+    let rs = resellers();
+    let from = format!("<{}>", rs[1].1);
+    let hostile = hostile_mails(&from);
+    w.start();
+    let baseline = w.peak_rss_mib();
+    let t = Instant::now();
+    dv.deliver_many(hostile.iter().map(|(_, raw)| raw));
+    // A normal mail after them.
+    dv.deliver_many([mail(
+        "normal",
+        0,
+        &format!("<{}>", rs[2].1),
+        OUR_AR,
+        &id_body(7_400_001),
+    )]);
+    w.wait(
+        "every hostile mail settled",
+        Duration::from_secs(120),
+        || w.count("SELECT COUNT(*) FROM cases") == hostile.len() as i64 + 1,
+    );
+    let elapsed = t.elapsed();
+    let peak = w.peak_rss_mib();
+    w.wait("the inbox drained", Duration::from_secs(20), || {
+        dv.count("INBOX") == 0
+    });
+    eprintln!(
+        "hostile mail: {} mails ({:.1} MB) settled in {:.1} s; daemon VmHWM {peak:.0} MiB \
+         (idle {baseline:.0} MiB)",
+        hostile.len() + 1,
+        hostile.iter().map(|(_, r)| r.len()).sum::<usize>() as f64 / 1e6,
+        elapsed.as_secs_f64()
+    );
+    assert!(peak < 500.0, "peak RSS {peak:.0} MiB");
+    // Below the size of the 50 MB mail: it was never downloaded into memory.
+    assert!(
+        peak < 48.0,
+        "peak RSS {peak:.0} MiB: was the 50 MB mail read?"
+    );
+    assert!(elapsed < Duration::from_secs(60), "took {elapsed:?}");
+
+    for (n, (what, _)) in hostile.iter().enumerate() {
+        // The 50 MB mail is not downloaded: no Message-ID, it is known by its UID.
+        let key = match n {
+            0 => "m.message_key LIKE 'pos:imap:%'".to_string(),
+            n => format!("m.message_key = 'mid:hostile-{n}@faults.example'"),
+        };
+        let rows = w.rows(&format!(
+            "SELECT c.decision, c.reasons, m.raw IS NULL FROM cases c JOIN messages m ON m.id = c.message_id
+             WHERE {key}"
+        ));
+        assert_eq!(rows.len(), 1, "{what}: one case");
+        let (decision, reasons) = (&rows[0][0], &rows[0][1]);
+        eprintln!("  {what}: {decision}, {reasons}");
+        assert_eq!(decision, "review", "{what}: {reasons}");
+        assert!(reasons.len() > 4, "{what}: a reason for the reviewer");
+        if n == 0 {
+            assert!(reasons.contains("over max_message_size"), "{reasons}");
+            assert_eq!(rows[0][2], "1", "the 50 MB mail is not kept");
+        }
+    }
+    let normal = w.rows(
+        "SELECT c.decision, c.state FROM cases c JOIN messages m ON m.id = c.message_id
+         WHERE m.message_key = 'mid:normal-0@faults.example'",
+    );
+    assert_eq!(
+        normal,
+        vec![vec!["apply".to_string(), "updating".to_string()]]
+    );
+    assert_eq!(dv.count("Review"), hostile.len());
+    assert_eq!(dv.count("Processed"), 1);
+    smtp.wait_for(1, Duration::from_secs(20));
+    w.stop();
+}

@@ -16,7 +16,7 @@
 //! Every wait has a time limit; every server and daemon is stopped on Drop. The
 //! figures (kills, duplicates, RSS, durations) are printed with `--nocapture`.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::process::CommandExt as _;
@@ -24,10 +24,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
-
 mod support;
-use support::{dovecot, wait_until, Dovecot, DovecotOptions, SmtpOptions, SmtpSink};
+use support::{dovecot, Dovecot, DovecotOptions, SmtpOptions, SmtpSink};
 
 #[path = "faults/pc_fake.rs"]
 mod pc_fake;
@@ -404,6 +402,10 @@ fn id_body(id: u32) -> String {
     format!("Guten Tag,\r\n\r\nunsere neue MPN-ID lautet {id}.\r\n\r\nGruss\r\n")
 }
 
+/// One mail of a backlog: its bytes, what it should become, and for an ID mail
+/// the reseller and the new ID.
+type Mail = (Vec<u8>, Kind, Option<(String, u32)>);
+
 /// What a mail of the backlog should become.
 #[derive(Clone, Copy, PartialEq, Debug)]
 enum Kind {
@@ -503,7 +505,7 @@ fn assert_no_confirmation_lost(w: &World, smtp: &SmtpSink) -> usize {
 /// The backlog: mostly ID mails from registered contacts, some from strangers
 /// (review) and some auto-replies (ignored). With `one_per_reseller`, each
 /// reseller sends exactly one ID and the rest are review and ignored mails.
-fn backlog(n: usize, one_per_reseller: bool) -> Vec<(Vec<u8>, Kind, Option<(String, u32)>)> {
+fn backlog(n: usize, one_per_reseller: bool) -> Vec<Mail> {
     let rs = resellers();
     let mut out = Vec::with_capacity(n);
     let every = n / rs.len();
@@ -552,7 +554,7 @@ fn backlog(n: usize, one_per_reseller: bool) -> Vec<(Vec<u8>, Kind, Option<(Stri
 
 /// Every mail processed exactly once: one message row and one case per
 /// Message-ID, and exactly one copy, in the folder its case says; the inbox empty.
-fn assert_exactly_once(w: &World, dv: &Dovecot, mails: &[(Vec<u8>, Kind, Option<(String, u32)>)]) {
+fn assert_exactly_once(w: &World, dv: &Dovecot, mails: &[Mail]) {
     let n = mails.len();
     let keys = w.rows(
         "SELECT m.message_key, m.destination, (SELECT COUNT(*) FROM cases c WHERE c.message_id = m.id)
@@ -605,7 +607,7 @@ fn kill_storm(
     dv: &Dovecot,
     smtp: &SmtpSink,
     settled: impl Fn(&World) -> bool,
-) -> (World, Vec<(Vec<u8>, Kind, Option<(String, u32)>)>) {
+) -> (World, Vec<Mail>) {
     let started = Instant::now();
     let mut w = World::new(|dir| Setup {
         mailbox: imap_section(dv),
@@ -779,14 +781,8 @@ fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
     eprintln!("partner center: {retried} PATCH(es) repeated after a kill (same MS-RequestId)");
 }
 
-fn _unused(_: BTreeMap<(), ()>, _: SmtpOptions) {}
-
 // ---------------------------------------------------------------------------
 // 2. Outages.
-
-fn log_has(w: &World, needle: &str) -> bool {
-    w.log().contains(needle)
-}
 
 #[test]
 fn dovecot_crash_smtp_down_a_minute_and_backend_500s_heal_without_an_operator() {
@@ -1005,7 +1001,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
     limit_file_size(w.pid(), Some(0));
     let full_at = Instant::now();
     let n = 12;
-    for i in 1..=n {
+    for (i, (_, contact, _)) in rs.iter().enumerate().take(n + 1).skip(1) {
         let raw = if i % 3 == 0 {
             mail(
                 "disk",
@@ -1018,7 +1014,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
             mail(
                 "disk",
                 i,
-                &format!("<{}>", rs[i].1),
+                &format!("<{}>", contact),
                 OUR_AR,
                 &id_body(7_300_000 + i as u32),
             )
@@ -1242,4 +1238,352 @@ fn hostile_mail_is_bounded_goes_to_review_and_the_daemon_goes_on() {
     assert_eq!(dv.count("Processed"), 1);
     smtp.wait_for(1, Duration::from_secs(20));
     w.stop();
+}
+
+// ---------------------------------------------------------------------------
+// 4. Security.
+
+const SMTP_USER: &str = "cloud@nordwind-dist.example";
+const SMTP_PASSWORD: &str = "smtp-relay-pw-94d1e0";
+
+fn base64(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Every form a secret could leak in: plain, base64, and inside AUTH PLAIN blobs.
+fn leak_forms(secrets: &[(&str, String)]) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (what, s) in secrets {
+        out.push((what.to_string(), s.clone()));
+        out.push((format!("{what} (base64)"), base64(s.as_bytes())));
+    }
+    out.push((
+        "IMAP AUTH PLAIN".into(),
+        base64(format!("\0{}\0{}", dovecot::USER, dovecot::PASSWORD).as_bytes()),
+    ));
+    out.push((
+        "SMTP AUTH PLAIN".into(),
+        base64(format!("\0{SMTP_USER}\0{SMTP_PASSWORD}").as_bytes()),
+    ));
+    out
+}
+
+fn assert_no_secret(place: &str, text: &str, forms: &[(String, String)]) {
+    for (what, s) in forms {
+        assert!(!text.contains(s.as_str()), "{what} leaked into {place}");
+    }
+}
+
+#[test]
+fn spoofs_are_never_applied_nor_answered_the_gate_tells_strangers_nothing_secrets_stay_secret() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start_with(SmtpOptions {
+        auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
+    });
+    let pc = PcFake::start();
+    pc.seed(&std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap());
+    let mut w = World::new(|dir| {
+        std::fs::write(dir.join("smtp.password"), format!("{SMTP_PASSWORD}\n")).unwrap();
+        Setup {
+            mailbox: imap_section(&dv),
+            smtp: format!(
+                "{}\nauth = \"password\"\nusername = \"{SMTP_USER}\"\npassword_file = \"{}\"",
+                smtp_section(&smtp),
+                dir.join("smtp.password").display()
+            ),
+            backend: pc.backend_section(dir, ""),
+            ..Default::default()
+        }
+    });
+    w.import_registry();
+    w.start_with(&[("MPND_LOG", "debug")]);
+    let token = w.token();
+
+    // Bergmann IT (R-20031) is the reseller everybody pretends to be.
+    let contact = "k.bergmann@bergmann-it.example";
+    let fail_ar = "Authentication-Results: mx.nordwind-dist.example; dkim=none; \
+                   spf=fail smtp.mailfrom=bergmann-it.example; dmarc=fail header.from=bergmann-it.example\r\n\
+                   Authentication-Results: mail.bergmann-it.example; dmarc=pass\r\n";
+    let spoofs: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "corpus 28: DMARC fail at our MX",
+            corpus_mail("28_de_dmarc_fail_spoof.eml"),
+        ),
+        (
+            "DMARC fail with a forged pass below",
+            mail(
+                "spoof",
+                1,
+                &format!("<{contact}>"),
+                fail_ar,
+                &id_body(7_500_001),
+            ),
+        ),
+        (
+            "look-alike bergmann-lt",
+            mail(
+                "spoof",
+                2,
+                "<k.bergmann@bergmann-lt.example>",
+                OUR_AR,
+                &id_body(7_500_002),
+            ),
+        ),
+        (
+            "look-alike subdomain",
+            mail(
+                "spoof",
+                3,
+                "<k.bergmann@bergmann-it.example.evil.example>",
+                OUR_AR,
+                &id_body(7_500_003),
+            ),
+        ),
+        // Cyrillic і (U+0456) for the Latin i, raw UTF-8 as an SMTPUTF8 MTA delivers it.
+        (
+            "unicode confusable",
+            mail(
+                "spoof",
+                4,
+                "<k.bergmann@bergmann-\u{456}t.example>",
+                OUR_AR,
+                &id_body(7_500_004),
+            ),
+        ),
+        (
+            "confusable as punycode",
+            mail(
+                "spoof",
+                5,
+                "<k.bergmann@xn--bergmann-t-7ij.example>",
+                OUR_AR,
+                &id_body(7_500_005),
+            ),
+        ),
+        (
+            "encoded confusable display name",
+            mail(
+                "spoof",
+                6,
+                "=?utf-8?B?a0BiZXJnbWFubi3RlnQuZXhhbXBsZQ==?= <attacker@evil.example>",
+                OUR_AR,
+                &id_body(7_500_006),
+            ),
+        ),
+        (
+            "display-name trick",
+            mail(
+                "spoof",
+                7,
+                &format!("\"{contact}\" <attacker@evil.example>"),
+                OUR_AR,
+                &id_body(7_500_007),
+            ),
+        ),
+        (
+            "display-name trick, unquoted address first",
+            mail(
+                "spoof",
+                8,
+                &format!("{contact} <attacker@evil.example>"),
+                OUR_AR,
+                &id_body(7_500_008),
+            ),
+        ),
+        (
+            "Reply-To a stranger with DMARC fail",
+            mail(
+                "spoof",
+                9,
+                &format!("<{contact}>"),
+                &format!("Reply-To: <attacker@evil.example>\r\n{fail_ar}"),
+                &id_body(7_500_009),
+            ),
+        ),
+        (
+            "Sender header of ours",
+            mail(
+                "spoof",
+                10,
+                "<attacker@evil.example>",
+                &format!("Sender: <{contact}>\r\n{OUR_AR}"),
+                &id_body(7_500_010),
+            ),
+        ),
+    ];
+    for (_, raw) in &spoofs {
+        dv.append(raw);
+    }
+    // The real reseller, with a Reply-To pointing at a stranger: its From passes
+    // DMARC at our MX, so it may be applied, but nothing is ever sent to the
+    // Reply-To.
+    dv.append(&mail(
+        "genuine",
+        0,
+        &format!("<{contact}>"),
+        &format!("Reply-To: <attacker@evil.example>\r\n{OUR_AR}"),
+        &id_body(7_500_100),
+    ));
+    w.wait("every mail settled", Duration::from_secs(60), || {
+        dv.count("INBOX") == 0
+    });
+    w.wait("the update done", Duration::from_secs(60), || {
+        w.count("SELECT COUNT(*) FROM cases WHERE state = 'done'") == 1
+    });
+    w.wait_outbox_drained(Duration::from_secs(30));
+    smtp.wait_for(2, Duration::from_secs(20));
+
+    let cases = w.rows(
+        "SELECT m.message_key, c.decision, c.state, c.reasons FROM cases c
+         JOIN messages m ON m.id = c.message_id ORDER BY c.id",
+    );
+    assert_eq!(cases.len(), spoofs.len() + 1);
+    for ((what, _), case) in spoofs.iter().zip(&cases) {
+        eprintln!("  {what}: {} ({})", case[1], case[3]);
+        assert_eq!(case[1], "review", "{what} must never be applied: {case:?}");
+    }
+    let genuine = cases.last().unwrap();
+    assert_eq!(genuine[2], "done", "{genuine:?}");
+    // Nothing to anyone but the registered contact: not in the outbox, not on the wire.
+    let recipients = w.rows("SELECT DISTINCT recipient FROM outbox");
+    assert_eq!(recipients, vec![vec![contact.to_string()]]);
+    for m in smtp.messages() {
+        assert_eq!(m.rcpt_to, vec![contact.to_string()], "RCPT TO");
+        assert_eq!(m.auth_user.as_deref(), Some(SMTP_USER));
+        let text = m.text();
+        let to = text
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .unwrap_or_default();
+        assert!(
+            to.contains(contact) && !text.contains("evil.example"),
+            "{text}"
+        );
+    }
+    assert!(
+        pc.lock()
+            .requests
+            .iter()
+            .all(|r| r.partner_id.as_deref() != Some("7500001")),
+        "no spoofed ID reached Partner Center"
+    );
+
+    // The gate: without the right token, 401 and not a word about any reseller.
+    let account = "R-20031";
+    let path = format!("/v1/resellers/{account}/order-gate");
+    let (code, body) = w.http(&path, Some(&format!("Bearer {token}"))).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("7500100"), "{body}");
+    let wrong = [
+        None,
+        Some("Bearer".to_string()),
+        Some("Bearer ".to_string()),
+        Some("Bearer wrong".to_string()),
+        Some(format!("Bearer {}", &token[..token.len() - 1])),
+        Some(format!("Bearer {token}x")),
+        Some(format!("Bearer {}", token.to_uppercase())),
+        Some(format!("Basic {}", base64(format!("x:{token}").as_bytes()))),
+        Some(format!("Token {token}")),
+    ];
+    for auth in &wrong {
+        for p in [
+            path.clone(),
+            "/v1/resellers/R-99999/order-gate".to_string(),
+            format!("{path}?access_token={token}"),
+        ] {
+            let (code, resp) = w.http(&p, auth.as_deref()).unwrap();
+            assert_eq!(code, 401, "{auth:?} {p}: {resp}");
+            let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+            for secret in [
+                account, "R-99999", "7500100", "4417206", "Bergmann", "allowed", "mpn_id", "state",
+                "unknown",
+            ] {
+                assert!(!body.contains(secret), "{auth:?} {p}: {secret} in {body}");
+            }
+        }
+    }
+    // Health and metrics are open, so they must name no reseller either.
+    for p in ["/healthz", "/metrics"] {
+        let (_, resp) = w.http(p, None).unwrap();
+        for secret in [
+            account,
+            "7500100",
+            "bergmann",
+            "evil.example",
+            token.as_str(),
+        ] {
+            assert!(!resp.contains(secret), "{p}: {secret} in {resp}");
+        }
+    }
+
+    // Secrets: not in the debug log, not in `config check`, not in `status`.
+    let forms = leak_forms(&[
+        ("IMAP password", dovecot::PASSWORD.to_string()),
+        ("SMTP password", SMTP_PASSWORD.to_string()),
+        ("gate token", token.clone()),
+        ("OAuth client secret", pc_fake::SECRET.to_string()),
+    ]);
+    let mut outputs = Vec::new();
+    for args in [&["config", "check"][..], &["status"], &["status", "--json"]] {
+        let out = w.mpnd(args);
+        assert!(out.status.success(), "mpnd {args:?}");
+        outputs.push((
+            format!("mpnd {}", args.join(" ")),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    // A config with a mistake elsewhere: the error names the line, not the secrets.
+    let text = std::fs::read_to_string(&w.config).unwrap();
+    let bad = w.dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replace("tls = \"none\"\nretry", "tls = \"sometimes\"\nretry"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+        .args(["--config", bad.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    outputs.push((
+        "mpnd config check (bad)".into(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    ));
+    w.stop();
+    let log = w.log();
+    assert!(log.contains("DEBUG"), "the log is at debug level");
+    outputs.push(("the daemon's debug log".into(), log.clone()));
+    for (place, text) in &outputs {
+        assert_no_secret(place, text, &forms);
+    }
+    eprintln!(
+        "security: {} spoofs in review, {} confirmations only to {contact}, {} bad gate requests 401, \
+         {} secret forms absent from {} KiB of debug log, config check, status",
+        spoofs.len(),
+        smtp.messages().len(),
+        wrong.len() * 3,
+        forms.len(),
+        log.len() / 1024
+    );
 }

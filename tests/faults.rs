@@ -340,8 +340,17 @@ impl World {
         while !cond() {
             if start.elapsed() > limit {
                 let log = self.log();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                let problems: Vec<&str> = log
+                    .lines()
+                    .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+                    .take(40)
+                    .collect();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                let tail: Vec<&str> = problems
+                    .into_iter()
+                    .chain(["..."])
+                    .chain(tail.into_iter().rev())
+                    .collect();
                 panic!(
                     "timed out after {limit:?} waiting for {what}; counts {:?}\nlog tail:\n{}",
                     self.rows("SELECT 'outbox', state, COUNT(*), MAX(attempts), MAX(last_error) FROM outbox GROUP BY state

@@ -752,7 +752,9 @@ async fn imap_loop(settings: ImapSettings, p: Arc<Pipeline>, shutdown: Cancellat
 }
 
 /// Fetches everything new (or everything, on a full scan) and handles it, batch by
-/// batch; the cursor is saved after each batch.
+/// batch; the cursor is saved after each batch. A mail left undecided (its ID could
+/// not be verified yet) holds the saved cursor at its UID, so it is tried again
+/// after the next wait, but not the fetching: the mails behind it are handled now.
 async fn imap_drain(
     mb: &mut ImapMailbox,
     p: &Arc<Pipeline>,
@@ -772,13 +774,19 @@ async fn imap_drain(
                 next_uid,
             })
     };
+    // (UIDVALIDITY, the lowest UID left in the inbox undecided).
+    let mut held: Option<(u32, u32)> = None;
     loop {
         let (next, batch) = mb.fetch(cursor.as_ref()).await?;
+        let lowest_held = held
+            .filter(|(validity, _)| *validity == next.uidvalidity)
+            .map(|(_, uid)| uid);
+        let save = lowest_held.map_or(next.next_uid, |h| h.min(next.next_uid));
         if batch.is_empty() {
             p.store.lock().expect("store lock poisoned").set_cursor(
                 folder,
                 next.uidvalidity,
-                next.next_uid,
+                save,
             )?;
             return Ok(());
         }
@@ -786,9 +794,7 @@ async fn imap_drain(
             .backlog
             .store(batch.len() as u64, Ordering::Relaxed);
         let mut registry = p.registry()?;
-        // The lowest UID left in the inbox undecided (its ID could not be verified
-        // yet): the cursor stays there so it is tried again after the next wait.
-        let mut held: Option<u32> = None;
+        let mut lowest_held = lowest_held;
         for f in batch {
             if shutdown.is_cancelled() {
                 return Ok(());
@@ -803,7 +809,7 @@ async fn imap_drain(
                 )
                 .await?;
             let Some(committed) = committed else {
-                held = held.or(Some(f.uid));
+                lowest_held = lowest_held.or(Some(f.uid));
                 continue;
             };
             mb.settle(f.uid, committed.destination).await?;
@@ -813,15 +819,13 @@ async fn imap_drain(
                 registry = p.registry()?;
             }
         }
-        let next_uid = held.map_or(next.next_uid, |h| h.min(next.next_uid));
+        let next_uid = lowest_held.map_or(next.next_uid, |h| h.min(next.next_uid));
         p.store.lock().expect("store lock poisoned").set_cursor(
             folder,
             next.uidvalidity,
             next_uid,
         )?;
-        if held.is_some() {
-            return Ok(());
-        }
+        held = lowest_held.map(|uid| (next.uidvalidity, uid));
         cursor = Some(next);
     }
 }

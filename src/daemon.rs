@@ -414,7 +414,13 @@ impl Pipeline {
                 .lock()
                 .expect("store lock poisoned")
                 .commit(&incoming, &t, &ctx)
-        })?;
+        });
+        // /healthz reports a store that cannot be written (disk full, read-only),
+        // which a read alone would not notice.
+        self.health
+            .store_write_failing
+            .store(committed.is_err(), Ordering::Relaxed);
+        let committed = committed?;
         if committed.duplicate {
             tracing::info!(
                 position,

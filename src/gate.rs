@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -26,6 +26,8 @@ use crate::store::{now, Store};
 pub struct Health {
     /// Unix time the mailbox loop last showed it is alive (for the watchdog).
     pub heartbeat: AtomicI64,
+    /// The last commit of a mail failed (disk full, read-only store).
+    pub store_write_failing: AtomicBool,
     pub last_report: AtomicI64,
     /// Mails waiting in the inbox at the last look, and handled since start.
     pub backlog: AtomicU64,
@@ -143,7 +145,8 @@ async fn order_gate(
 }
 
 async fn healthz(State(st): State<AppState>) -> Response {
-    let store_ok = st.store.lock().map(|s| s.status().is_ok()).unwrap_or(false);
+    let store_ok = st.store.lock().map(|s| s.status().is_ok()).unwrap_or(false)
+        && !st.health.store_write_failing.load(Ordering::Relaxed);
     let last = st.health.last_fetch.load(Ordering::Relaxed);
     let age = if last > 0 { now() - last } else { -1 };
     // The mailbox loop looks at least every few minutes even when idle (IDLE is

@@ -6,10 +6,8 @@
 //! placeholder on this branch, so cases are applied with `mpnd queue approve`).
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,6 +20,9 @@ use mpnd::backend::{Backend, JobOutcome, Verification};
 use mpnd::config::Config;
 use mpnd::store::JobRow;
 use mpnd::triage::MpnId;
+
+mod support;
+use support::world::{corpus, Setup, World};
 
 const SECRET: &str = "s3cr3t-client-value";
 const CLIENT_ID: &str = "mpnd-test-client";
@@ -515,16 +516,6 @@ impl PlatformFake {
 // ---------------------------------------------------------------------------
 // The backend on its own.
 
-fn corpus() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-    assert!(
-        p.join("reseller/subscriptions.csv").exists(),
-        "the shared corpus is missing at {}: it must sit beside the repository",
-        p.display()
-    );
-    p
-}
-
 fn pc_backend_section(url: &str, dir: &Path, extra: &str) -> String {
     std::fs::write(dir.join("pc.secret"), format!("{SECRET}\n")).unwrap();
     format!(
@@ -774,152 +765,26 @@ async fn a_slow_answer_times_out_and_is_retried() {
 // ---------------------------------------------------------------------------
 // The real binary.
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A daemon with the embedded default's parts plus `backend` (a whole `[backend]`
+/// section written for the test's state dir).
+fn backend_world(backend: impl FnOnce(&Path) -> String) -> World {
+    World::new(move |dir| Setup {
+        backend: backend(dir),
+        ..Setup::default()
+    })
 }
 
-struct World {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    port: u16,
-    daemon: Option<Child>,
+/// What the backend tests do with a running daemon.
+trait BackendWorld {
+    fn mail_case(&self, n: usize, from: &str) -> String;
+    fn mail_case_with(&self, n: usize, from: &str, body: &str) -> String;
+    fn gate(&self, account: &str) -> bool;
+    fn case(&self, case: &str) -> Value;
+    fn wait_case(&self, case: &str, state: &str, secs: u64) -> Value;
+    fn outbox_kinds(&self, secs: u64, want: &str) -> Vec<String>;
 }
 
-impl World {
-    /// A config like the e2e tests', plus `backend` (a whole `[backend]` section).
-    fn new(backend: impl FnOnce(&Path) -> String) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("mpnd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = \"{state}\"\n\
-                 [smtp]\nkind = \"file\"\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
-                 [gate]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [policy]\nown_addresses = [\"cloud@nordwind-dist.example\"]\n{backend}",
-                state = dir.path().join("var").display(),
-                backend = backend(dir.path()),
-            ),
-        )
-        .unwrap();
-        World {
-            dir,
-            config,
-            port,
-            daemon: None,
-        }
-    }
-
-    fn var(&self) -> PathBuf {
-        self.dir.path().join("var")
-    }
-
-    fn mpnd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mpnd"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("USER", "tester")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.mpnd(args);
-        assert!(
-            out.status.success(),
-            "mpnd {args:?} failed: {}\nlog:\n{}",
-            String::from_utf8_lossy(&out.stderr),
-            self.log()
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
-    fn import_registry(&self) {
-        let c = corpus().join("reseller");
-        self.ok(&[
-            "reseller",
-            "import",
-            c.join("resellers.csv").to_str().unwrap(),
-        ]);
-        self.ok(&[
-            "subscription",
-            "import",
-            c.join("subscriptions.csv").to_str().unwrap(),
-        ]);
-    }
-
-    fn start(&mut self) {
-        let child = Command::new(env!("CARGO_BIN_EXE_mpnd"))
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .env("RUST_LOG", "mpnd=debug")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.path().join("daemon.log"))
-                    .unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.http("/healthz").is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("daemon did not come up; log:\n{}", self.log());
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    fn http(&self, path: &str) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let status = resp.split(' ').nth(1)?.parse().ok()?;
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        Some((status, body))
-    }
-
-    fn deliver(&self, name: &str, raw: &[u8]) {
-        let md = self.var().join("mail");
-        std::fs::create_dir_all(md.join("tmp")).unwrap();
-        std::fs::create_dir_all(md.join("new")).unwrap();
-        std::fs::write(md.join("tmp").join(name), raw).unwrap();
-        std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
-    }
-
-    /// Delivers a mail and returns its case (in review: triage is a placeholder here).
+impl BackendWorld for World {
     /// A mail without an ID (so it waits in review for the operator's approval).
     fn mail_case(&self, n: usize, from: &str) -> String {
         self.mail_case_with(
@@ -1001,12 +866,6 @@ impl World {
     }
 }
 
-impl Drop for World {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 const R1: &str = "R-20031";
 const R1_CONTACT: &str = "k.bergmann@bergmann-it.example";
 
@@ -1026,7 +885,7 @@ fn partner_center_applies_every_subscription_once_across_a_sigkill() {
     // Slow PATCHes, so the kill lands while one is in flight.
     fake.state.lock().unwrap().patch_delay = Duration::from_millis(1500);
     let url = fake.url.clone();
-    let mut w = World::new(|dir| pc_backend_section(&url, dir, "concurrency = 1\n"));
+    let mut w = backend_world(|dir| pc_backend_section(&url, dir, "concurrency = 1\n"));
     w.import_registry();
     w.start();
     let case = w.mail_case(0, R1_CONTACT);
@@ -1101,7 +960,7 @@ fn an_id_microsoft_does_not_confirm_is_rejected_without_any_patch() {
         "Partner is not a valid indirect reseller",
     );
     let url = fake.url.clone();
-    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
     w.import_registry();
     w.start();
     let case = w.mail_case(0, R1_CONTACT);
@@ -1152,7 +1011,7 @@ fn a_mail_with_a_valid_id_is_verified_and_applied_without_an_operator() {
     let fake = PcFake::start();
     fake.seed_corpus();
     let url = fake.url.clone();
-    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
     w.import_registry();
     w.start();
     let case = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
@@ -1182,7 +1041,7 @@ fn a_mail_with_an_id_microsoft_refuses_is_rejected_by_the_daemon() {
         "Partner is not a valid indirect reseller",
     );
     let url = fake.url.clone();
-    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
     w.import_registry();
     w.start();
     let case = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
@@ -1202,7 +1061,7 @@ fn server_errors_recover_alone_and_a_dead_job_is_revived() {
     fake.seed_corpus();
     fake.state.lock().unwrap().down = Some((503, "maintenance".into()));
     let url = fake.url.clone();
-    let mut w = World::new(|dir| pc_backend_section(&url, dir, "max_attempts = 2\n"));
+    let mut w = backend_world(|dir| pc_backend_section(&url, dir, "max_attempts = 2\n"));
     w.import_registry();
     w.start();
     let case = w.mail_case(0, R1_CONTACT);
@@ -1261,7 +1120,7 @@ fn server_errors_recover_alone_and_a_dead_job_is_revived() {
 fn http_backend_updates_the_platform_and_reports_gate_changes() {
     let platform = PlatformFake::start(vec!["/accounts/R-20031/mpn-id".into()]);
     let url = platform.url.clone();
-    let mut w = World::new(|dir| {
+    let mut w = backend_world(|dir| {
         std::fs::write(dir.join("platform.token"), PLATFORM_TOKEN).unwrap();
         format!(
             "[backend]\nkind = \"http\"\nbase_url = \"{url}\"\ntoken_file = \"{}\"\n\
@@ -1351,7 +1210,7 @@ fn sighup_applies_new_backend_settings_to_the_next_mail() {
     let fake = PcFake::start();
     fake.seed_corpus();
     let url = fake.url.clone();
-    let mut w = World::new(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
     w.import_registry();
     w.start();
     let first = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
@@ -1361,7 +1220,7 @@ fn sighup_applies_new_backend_settings_to_the_next_mail() {
     // Verification switched off by a reload: the next mail is applied unasked.
     let text = std::fs::read_to_string(&w.config).unwrap();
     std::fs::write(&w.config, format!("{text}verify = false\n")).unwrap();
-    let pid = w.daemon.as_ref().unwrap().id();
+    let pid = w.pid();
     assert!(Command::new("kill")
         .args(["-HUP", &pid.to_string()])
         .status()

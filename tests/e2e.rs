@@ -2,297 +2,28 @@
 //! on disk, SQLite on disk, `.eml` outbox files, the gate over real HTTP on
 //! loopback, and the operator CLI against the running daemon's store.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 mod support;
+use support::world::{corpus, corpus_mail, Setup, World};
 use support::{dovecot, wait_until, Dovecot, DovecotOptions, SmtpSink};
 
-fn corpus() -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpus");
-    assert!(
-        p.join("reseller/labels.json").exists(),
-        "the shared corpus is missing at {}: it must sit beside the repository",
-        p.display()
-    );
-    p
+/// The embedded default's parts: Maildir, SQLite, `.eml` outbox.
+fn maildir_world() -> World {
+    World::new(|_| Setup::default())
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// One test's world: a state dir, a config pointing everything into it.
-struct World {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-    port: u16,
-    daemon: Option<Child>,
-}
-
-impl World {
-    fn new() -> World {
-        World::with("", "kind = \"file\"")
-    }
-
-    /// A world whose `[mailbox]` and `[smtp]` sections hold `mailbox` and `smtp`.
-    fn with(mailbox: &str, smtp: &str) -> World {
-        let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let config = dir.path().join("mpnd.toml");
-        std::fs::write(
-            &config,
-            format!(
-                "state_dir = \"{state}\"\n\
-                 [mailbox]\n{mailbox}\n\
-                 [smtp]\n{smtp}\nfrom = \"Nordwind Cloud <cloud@nordwind-dist.example>\"\n\
-                 [gate]\nlisten = \"127.0.0.1:{port}\"\n\
-                 [policy]\nown_addresses = [\"cloud@nordwind-dist.example\"]\n\
-                 trusted_authserv_ids = [\"mx.nordwind-dist.example\"]\n",
-                state = dir.path().join("var").display()
-            ),
-        )
-        .unwrap();
-        World {
-            dir,
-            config,
-            port,
-            daemon: None,
-        }
-    }
-
-    fn var(&self) -> PathBuf {
-        self.dir.path().join("var")
-    }
-
-    fn mpnd(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_mpnd"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .env("USER", "tester")
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.mpnd(args);
-        assert!(
-            out.status.success(),
-            "mpnd {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_str(&self.ok(args)).unwrap()
-    }
-
-    fn import_registry(&self) {
-        let c = corpus().join("reseller");
-        self.ok(&[
-            "reseller",
-            "import",
-            c.join("resellers.csv").to_str().unwrap(),
-        ]);
-        self.ok(&[
-            "subscription",
-            "import",
-            c.join("subscriptions.csv").to_str().unwrap(),
-        ]);
-    }
-
-    fn start(&mut self) {
-        self.start_with(&[]);
-    }
-
-    fn start_with(&mut self, env: &[(&str, &str)]) {
-        let child = Command::new(env!("CARGO_BIN_EXE_mpnd"))
-            .envs(env.iter().copied())
-            .arg("--config")
-            .arg(&self.config)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(self.dir.path().join("daemon.log"))
-                    .unwrap(),
-            ))
-            .spawn()
-            .unwrap();
-        self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if self.http("/healthz", None).is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("daemon did not come up; log:\n{}", self.log());
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let pid = self.daemon.as_ref().expect("daemon running").id();
-        assert!(Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(pid.to_string())
-            .status()
-            .unwrap()
-            .success());
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.daemon.take() {
-            unsafe_sigterm(c.id());
-            let deadline = Instant::now() + Duration::from_secs(25);
-            loop {
-                if let Some(status) = c.try_wait().unwrap() {
-                    assert!(
-                        status.success(),
-                        "daemon exited with {status}; log:\n{}",
-                        self.log()
-                    );
-                    return;
-                }
-                assert!(Instant::now() < deadline, "daemon ignored SIGTERM");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
-    }
-
-    /// A GET on the gate; (status, body) or None when nothing listens.
-    fn http(&self, path: &str, token: Option<&str>) -> Option<(u16, String)> {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        let auth = token
-            .map(|t| format!("Authorization: Bearer {t}\r\n"))
-            .unwrap_or_default();
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
-        )
-        .ok()?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).ok()?;
-        let status = resp.split(' ').nth(1)?.parse().ok()?;
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-        Some((status, body))
-    }
-
-    fn token(&self) -> String {
-        std::fs::read_to_string(self.var().join("gate.token"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn deliver(&self, name: &str, raw: &[u8]) {
-        let md = self.var().join("mail");
-        std::fs::create_dir_all(md.join("tmp")).unwrap();
-        std::fs::create_dir_all(md.join("new")).unwrap();
-        std::fs::write(md.join("tmp").join(name), raw).unwrap();
-        std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
-    }
-
-    fn count(&self, folder: &str) -> usize {
-        let base = if folder.is_empty() {
-            self.var().join("mail")
-        } else {
-            self.var().join("mail").join(format!(".{folder}"))
-        };
-        ["new", "cur"]
-            .iter()
-            .map(|s| {
-                std::fs::read_dir(base.join(s))
-                    .map(|d| d.count())
-                    .unwrap_or(0)
-            })
-            .sum()
-    }
-
-    fn wait_inbox_empty(&self, secs: u64) {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        while self.count("") > 0 {
-            assert!(
-                Instant::now() < deadline,
-                "inbox not drained; log:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn outbox_mails(&self) -> Vec<String> {
-        let dir = self.var().join("outbox");
-        let mut v: Vec<String> = std::fs::read_dir(&dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .filter(|e| e.path().extension().is_some_and(|x| x == "eml"))
-                    .map(|e| std::fs::read_to_string(e.path()).unwrap())
-                    .collect()
-            })
-            .unwrap_or_default();
-        v.sort();
-        v
-    }
-
-    fn wait_outbox(&self, n: usize) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            let mails = self.outbox_mails();
-            if mails.len() >= n {
-                return mails;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "expected {n} outbox mails, have {}; log:\n{}",
-                mails.len(),
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for World {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn unsafe_sigterm(pid: u32) {
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(pid.to_string())
-        .status()
-        .unwrap();
-}
-
-fn corpus_mail(name: &str) -> Vec<u8> {
-    std::fs::read(corpus().join("reseller").join(name)).unwrap()
+fn world_with(mailbox: &str, smtp: &str) -> World {
+    let (mailbox, smtp) = (mailbox.to_string(), smtp.to_string());
+    World::new(move |_| Setup {
+        mailbox,
+        smtp,
+        ..Setup::default()
+    })
 }
 
 fn decoded(mail: &str) -> String {
@@ -322,31 +53,31 @@ fn case_by_subject<'a>(cases: &'a [Value], needle: &str) -> &'a Value {
 
 #[test]
 fn mail_to_gate_end_to_end() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     w.start();
 
     // Before any mail: imported resellers wait for their new ID.
     let token = w.token();
     let (code, body) = w
-        .http("/v1/resellers/R-20031/order-gate", Some(&token))
+        .get("/v1/resellers/R-20031/order-gate", Some(&token))
         .unwrap();
     assert_eq!(code, 200, "{body}");
     let gate: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(gate["allowed"], false);
     assert_eq!(gate["state"], "awaiting_id");
     assert_eq!(
-        w.http("/v1/resellers/R-20031/order-gate", None).unwrap().0,
+        w.get("/v1/resellers/R-20031/order-gate", None).unwrap().0,
         401
     );
     assert_eq!(
-        w.http("/v1/resellers/R-20031/order-gate", Some("wrong"))
+        w.get("/v1/resellers/R-20031/order-gate", Some("wrong"))
             .unwrap()
             .0,
         401
     );
     assert_eq!(
-        w.http("/v1/resellers/R-99999/order-gate", Some(&token))
+        w.get("/v1/resellers/R-99999/order-gate", Some(&token))
             .unwrap()
             .0,
         404
@@ -365,9 +96,13 @@ fn mail_to_gate_end_to_end() {
         w.deliver(&format!("17000000{i:02}.M1P1.test"), &corpus_mail(f));
     }
     w.wait_inbox_empty(10);
-    assert_eq!(w.count("Processed"), 3, "01, 06 applied, 29 rejected");
-    assert_eq!(w.count("Review"), 1, "17 has no ID");
-    assert_eq!(w.count("Ignored"), 1, "22 is an auto-reply");
+    assert_eq!(
+        w.maildir_count("Processed"),
+        3,
+        "01, 06 applied, 29 rejected"
+    );
+    assert_eq!(w.maildir_count("Review"), 1, "17 has no ID");
+    assert_eq!(w.maildir_count("Ignored"), 1, "22 is an auto-reply");
 
     let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
     let cases = cases.as_array().unwrap();
@@ -380,7 +115,7 @@ fn mail_to_gate_end_to_end() {
 
     // Orders are blocked while updating, over HTTP and the CLI.
     let (_, body) = w
-        .http(&format!("/v1/resellers/{account}/order-gate"), Some(&token))
+        .get(&format!("/v1/resellers/{account}/order-gate"), Some(&token))
         .unwrap();
     let gate: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(gate["allowed"], false);
@@ -397,7 +132,7 @@ fn mail_to_gate_end_to_end() {
 
     // "received" for 01 (German) and 06 (English), "rejected" for 29; nothing for
     // the auto-reply and the question.
-    let mails = w.wait_outbox(3);
+    let mails = w.wait_outbox_files(3);
     assert_eq!(mails.len(), 3, "{mails:#?}");
     let received_de = mails
         .iter()
@@ -428,13 +163,13 @@ fn mail_to_gate_end_to_end() {
     // The operator completes the manual jobs; the gate opens, "applied" goes out.
     w.ok(&["job", "done", "--case", &case01]);
     let (_, body) = w
-        .http(&format!("/v1/resellers/{account}/order-gate"), Some(&token))
+        .get(&format!("/v1/resellers/{account}/order-gate"), Some(&token))
         .unwrap();
     let gate: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(gate["allowed"], true, "{body}");
     assert_eq!(gate["mpn_id"], "6284913");
     assert_eq!(w.mpnd(&["gate", &account]).status.code(), Some(0));
-    let mails = w.wait_outbox(4);
+    let mails = w.wait_outbox_files(4);
     let applied = mails
         .iter()
         .find(|m| header(m, "X-Mpnd-Kind") == Some("applied"))
@@ -467,7 +202,7 @@ fn mail_to_gate_end_to_end() {
     );
 
     // Metrics and health answer.
-    let (code, metrics) = w.http("/metrics", None).unwrap();
+    let (code, metrics) = w.get("/metrics", None).unwrap();
     assert_eq!(code, 200);
     assert!(
         metrics.contains("mpnd_mails_total{outcome=\"id\",decision=\"apply\"} 2"),
@@ -479,7 +214,7 @@ fn mail_to_gate_end_to_end() {
 
 #[test]
 fn redelivered_mail_is_only_moved() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     w.start();
     let raw = corpus_mail("02_en_thunderbird_plain_statement.eml");
@@ -489,7 +224,7 @@ fn redelivered_mail_is_only_moved() {
     w.wait_inbox_empty(10);
     let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
     assert_eq!(cases.as_array().unwrap().len(), 1, "{cases:#}");
-    assert_eq!(w.count("Processed"), 2);
+    assert_eq!(w.maildir_count("Processed"), 2);
     w.stop();
 }
 
@@ -506,7 +241,7 @@ fn synthetic(n: usize, from: &str, id: u32) -> Vec<u8> {
 
 #[test]
 fn sigkill_mid_batch_loses_and_doubles_nothing() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     let contacts = [
         "k.bergmann@bergmann-it.example",
@@ -522,7 +257,7 @@ fn sigkill_mid_batch_loses_and_doubles_nothing() {
     // Kill the daemon at several points while it drains the backlog.
     let mut kills = 0;
     let mut rng = 0x2545_f491_4f6c_dd1du64;
-    while w.count("") > 0 && kills < 8 {
+    while w.maildir_count("") > 0 && kills < 8 {
         w.start();
         rng ^= rng << 13;
         rng ^= rng >> 7;
@@ -546,7 +281,7 @@ fn sigkill_mid_batch_loses_and_doubles_nothing() {
     let cases = cases.as_array().unwrap();
     assert_eq!(cases.len(), n, "one case per mail after {kills} kills");
     assert_eq!(
-        w.count("Processed") + w.count("Review") + w.count("Ignored"),
+        w.maildir_count("Processed") + w.maildir_count("Review") + w.maildir_count("Ignored"),
         n,
         "every mail settled exactly once"
     );
@@ -563,7 +298,7 @@ fn sigkill_mid_batch_loses_and_doubles_nothing() {
     keys.dedup();
     assert_eq!(keys.len(), total);
     // Every queued confirmation was written exactly once (Message-IDs unique).
-    let mails = w.outbox_mails();
+    let mails = w.outbox_files();
     let mut ids: Vec<String> = mails
         .iter()
         .filter_map(|m| header(m, "Message-ID").map(str::to_string))
@@ -595,7 +330,7 @@ fn outbox_count(w: &World, state: &str) -> usize {
 
 #[test]
 fn systemd_notify_ready_status_watchdog_stopping() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     let sock_path = w.dir.path().join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
@@ -636,12 +371,12 @@ fn systemd_notify_ready_status_watchdog_stopping() {
 
 #[test]
 fn sighup_reloads_good_config_and_keeps_running_on_bad() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.start();
     let original = std::fs::read_to_string(&w.config).unwrap();
     // A smaller size limit must take effect without a restart.
     std::fs::write(&w.config, format!("max_message_size = 65536\n{original}")).unwrap();
-    w.signal("HUP");
+    w.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !w.log().contains("configuration reloaded") {
         assert!(Instant::now() < deadline, "no reload; log:\n{}", w.log());
@@ -666,20 +401,20 @@ fn sighup_reloads_good_config_and_keeps_running_on_bad() {
         format!("{original}\n[backend]\nkind = \"carrier-pigeon\"\n"),
     )
     .unwrap();
-    w.signal("HUP");
+    w.signal(libc::SIGHUP);
     let deadline = Instant::now() + Duration::from_secs(10);
     while !w.log().contains("configuration not reloaded") {
         assert!(Instant::now() < deadline, "no error; log:\n{}", w.log());
         std::thread::sleep(Duration::from_millis(50));
     }
     assert!(w.log().contains("backend.kind: expected"), "{}", w.log());
-    assert_eq!(w.http("/healthz", None).unwrap().0, 200);
+    assert_eq!(w.get("/healthz", None).unwrap().0, 200);
     w.stop();
 }
 
 #[test]
 fn sigterm_mid_batch_finishes_cleanly_and_loses_nothing() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     let n = 200;
     for i in 0..n {
@@ -695,7 +430,7 @@ fn sigterm_mid_batch_finishes_cleanly_and_loses_nothing() {
         "stop took {:?}",
         t.elapsed()
     );
-    let left = w.count("");
+    let left = w.maildir_count("");
     w.start();
     w.wait_inbox_empty(60);
     w.stop();
@@ -706,14 +441,14 @@ fn sigterm_mid_batch_finishes_cleanly_and_loses_nothing() {
         "{left} were left for the second run"
     );
     assert_eq!(
-        w.count("Processed") + w.count("Review") + w.count("Ignored"),
+        w.maildir_count("Processed") + w.maildir_count("Review") + w.maildir_count("Ignored"),
         n
     );
 }
 
 #[test]
 fn config_check_reports_every_problem_with_line() {
-    let w = World::new();
+    let w = maildir_world();
     let bad = w.dir.path().join("bad.toml");
     std::fs::write(
         &bad,
@@ -745,7 +480,7 @@ fn config_check_reports_every_problem_with_line() {
 }
 
 fn imap_world(dv: &Dovecot, smtp: &SmtpSink) -> World {
-    World::with(
+    world_with(
         &format!(
             "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{}\"",
             dv.host(),
@@ -862,7 +597,7 @@ fn imap_uidvalidity_change_skips_nothing_and_doubles_nothing() {
 
 #[test]
 fn reseller_import_is_all_or_nothing_and_names_bad_lines() {
-    let w = World::new();
+    let w = maildir_world();
     w.import_registry();
     let before = w.json(&["reseller", "list", "--json"]);
     let bad = w.dir.path().join("bad.csv");
@@ -903,7 +638,7 @@ fn reseller_import_is_all_or_nothing_and_names_bad_lines() {
 
 #[test]
 fn operator_reject_with_notice_approve_and_retriage() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     w.start();
     // 17 asks a question: review. The operator rejects it and tells the reseller.
@@ -939,7 +674,7 @@ fn operator_reject_with_notice_approve_and_retriage() {
         "Bitte senden Sie uns die neue ID als Text.",
         "--notify",
     ]);
-    let mails = w.wait_outbox(1);
+    let mails = w.wait_outbox_files(1);
     assert!(decoded(&mails[0]).contains("Bitte senden Sie uns die neue ID als Text."));
     assert!(
         w.mpnd(&["queue", "approve", &id17, "--id", "7000001"])
@@ -980,7 +715,7 @@ fn operator_reject_with_notice_approve_and_retriage() {
 
 #[test]
 fn confirmations_per_recipient_are_capped_per_day() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     w.start();
     for i in 0..13 {
@@ -1035,7 +770,7 @@ fn systemd_unit_verifies_and_is_hardened() {
 
 #[test]
 fn man_page_and_completions_come_from_the_cli() {
-    let w = World::new();
+    let w = maildir_world();
     let man = w.ok(&["man"]);
     assert!(man.contains(".TH mpnd 1"), "{man}");
     assert!(man.contains("queue"), "subcommands listed");
@@ -1048,7 +783,7 @@ fn man_page_and_completions_come_from_the_cli() {
 
 #[test]
 fn an_older_mail_arriving_late_does_not_replace_a_newer_id() {
-    let mut w = World::new();
+    let mut w = maildir_world();
     w.import_registry();
     w.start();
     // 14 corrects the typo in 13; here the correction arrives first.
@@ -1087,7 +822,7 @@ fn imap_over_tls_with_xoauth2_through_the_daemon() {
     let dir = tempfile::tempdir().unwrap();
     let secret = dir.path().join("client.secret");
     std::fs::write(&secret, format!("{}\n", support::oauth::CLIENT_SECRET)).unwrap();
-    let mut w = World::with(
+    let mut w = world_with(
         &format!(
             "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\n\
              username = \"{}\"\nauth = \"xoauth2\"\n\

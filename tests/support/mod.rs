@@ -41,6 +41,7 @@
 pub mod dovecot;
 pub mod oauth;
 pub mod smtp;
+pub mod world;
 
 use std::future::Future;
 use std::net::{SocketAddr, TcpListener};

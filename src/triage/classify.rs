@@ -5,8 +5,11 @@
 //! `X-Autorespond`, a null `Return-Path: <>`, a `multipart/report` body (DSN, MDN),
 //! a From of MAILER-DAEMON or postmaster, list or bulk mail (`List-Id`,
 //! `List-Unsubscribe`, `Precedence: bulk|list|junk`), an out-of-office subject in
-//! German or English, and a mail From one of our own addresses (the full address,
-//! case-insensitive: another domain's `cloud@` is a reseller, not us).
+//! German or English (also the ones on-premise servers and people's own rules write
+//! without any header: "Urlaub bis …", "I'm away until …"), a read receipt or bounce
+//! sent as ordinary mail ("Gelesen:", "Unzustellbar:", Exchange's system sender),
+//! and a mail From one of our own addresses (the full address, case-insensitive:
+//! another domain's `cloud@` is a reseller, not us).
 //!
 //! The answer is the reason for the operator, or `None` for a person's mail.
 
@@ -24,9 +27,41 @@ static OUT_OF_OFFICE: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)^\s*(?:(?:re|aw|fw|fwd|wg)\s*:\s*)*
         (?:automatische\s+antwort|abwesenheitsnotiz|abwesenheit\b|abwesend\b|urlaubsabwesenheit|nicht\s+im\s+büro|out\s+of\s+(?:the\s+)?office
           |away\s+from\s+(?:the\s+)?office|on\s+(?:annual\s+)?leave\b|vacation\s+(?:reply|notice)|automatic\s+reply
-          |auto(?:matic)?[\s-]?reply|autoreply|auto[\s-]?response|réponse\s+automatique|afwezig|fuera\s+de\s+la\s+oficina)",
+          |auto(?:matic)?[\s-]?reply|autoreply|auto[\s-]?response|réponse\s+automatique|afwezig|fuera\s+de\s+la\s+oficina
+          |im\s+urlaub\b|urlaub(?:sabwesenheit|snotiz)?\s*(?:[:\-–]|bis\b|vom\b|von\b|ab\b|until\b)
+          |(?:i'?m|i\s+am|we\s+are|we're)\s+(?:currently\s+)?(?:away|out\s+of|on\s+(?:holiday|vacation|leave|annual\s+leave))
+          |away\s+until\b|on\s+(?:holiday|vacation)\b|(?:zurzeit|derzeit|momentan)\s+(?:nicht\s+erreichbar|abwesend|nicht\s+im\s+(?:haus|büro))
+          |ich\s+bin\b[^:]{0,40}\b(?:nicht\s+im\s+(?:haus|büro)|nicht\s+erreichbar|abwesend|im\s+urlaub)\b)",
     )
 });
+
+/// Out-of-office phrases that no person puts in the subject of a mail they write,
+/// wherever they stand in it: "Neue MPN-ID [Automatische Antwort]".
+static OUT_OF_OFFICE_ANYWHERE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)\b(?:automatische\s+antwort|automatic\s+reply|abwesenheitsnotiz|out\s+of\s+(?:the\s+)?office|autoreply)\b",
+    )
+});
+
+/// Read and delivery receipts that clients send as ordinary mail (Outlook's
+/// "Gelesen:" without multipart/report), and bounces that a gateway or an Exchange
+/// server sends without multipart/report or a null Return-Path. Anchored at the
+/// start: these systems put their word before the original subject.
+static RECEIPT_OR_BOUNCE: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?ix)^\s*(?:
+            (?:gelesen|nicht\s+gelesen|read|not\s+read|lesebestätigung|read\s+receipt|return\s+receipt|zugestellt|delivered|übermittelt|relayed)\s*:
+          | (?:undeliverable|unzustellbar|nicht\s+zustellbar|non[\s-]?deliverable|undelivered\s+mail|returned\s+mail|mail\s+delivery\s+(?:failed|failure|system)
+             |delivery\s+(?:status\s+notification|failure|has\s+failed|delayed)|zustellung\s+(?:fehlgeschlagen|verzögert)|failure\s+notice
+             |message\s+not\s+delivered|nachricht\s+nicht\s+zugestellt|zustellungsbericht|übermittlungsfehler)\b
+        )",
+    )
+});
+
+/// Exchange's system sender, "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@…",
+/// which sends NDRs and other reports, never a person's mail.
+static EXCHANGE_SYSTEM: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?i)^microsoftexchange[0-9a-f]{32}@"));
 
 /// Why the mail is ignored, or `None` when a person wrote it.
 pub(crate) fn automated(parsed: &Parsed, policy: &Policy) -> Option<String> {
@@ -58,12 +93,15 @@ pub(crate) fn automated(parsed: &Parsed, policy: &Policy) -> Option<String> {
         .or_else(|| bounce_reason(parsed))
         .or_else(|| list_reason(parsed))
         .or_else(|| {
-            OUT_OF_OFFICE.is_match(&parsed.headers.subject).then(|| {
-                format!(
-                    "out-of-office subject \"{}\"",
-                    short(&parsed.headers.subject)
-                )
-            })
+            let subject = &parsed.headers.subject;
+            (OUT_OF_OFFICE.is_match(subject) || OUT_OF_OFFICE_ANYWHERE.is_match(subject))
+                .then(|| format!("out-of-office subject \"{}\"", short(subject)))
+        })
+        .or_else(|| {
+            let subject = &parsed.headers.subject;
+            RECEIPT_OR_BOUNCE
+                .is_match(subject)
+                .then(|| format!("receipt or bounce subject \"{}\"", short(subject)))
         })
 }
 
@@ -131,6 +169,17 @@ fn bounce_reason(parsed: &Parsed) -> Option<String> {
     if local.eq_ignore_ascii_case("mailer-daemon") || local.eq_ignore_ascii_case("postmaster") {
         return Some(format!("bounce from {local}"));
     }
+    if parsed
+        .headers
+        .from
+        .as_deref()
+        .is_some_and(|f| EXCHANGE_SYSTEM.is_match(f))
+    {
+        return Some("report from an Exchange system mailbox".to_string());
+    }
+    if parsed.has_field("x-ms-exchange-message-is-ndr") {
+        return Some("Exchange non-delivery report (X-MS-Exchange-Message-Is-Ndr)".to_string());
+    }
     None
 }
 
@@ -174,5 +223,55 @@ mod tests {
             assert!(OUT_OF_OFFICE.is_match(s), "{s}");
         }
         assert!(!OUT_OF_OFFICE.is_match("Neue MPN-ID, Antwort erbeten"));
+    }
+
+    #[test]
+    fn out_of_office_subjects_without_a_prefix_word() {
+        for s in [
+            "Urlaub bis 01.12. - Re: Ihre neue MPN-ID",
+            "Im Urlaub: AW: Partner-ID",
+            "I'm away until 1 December: New Partner ID",
+            "I am currently out of the office",
+            "Ich bin ab 24.11. nicht im Haus",
+            "Zurzeit nicht erreichbar",
+            "AW: Neue MPN-ID [Automatische Antwort]",
+        ] {
+            assert!(
+                OUT_OF_OFFICE.is_match(s) || OUT_OF_OFFICE_ANYWHERE.is_match(s),
+                "{s}"
+            );
+        }
+        for s in [
+            "Neue MPN-ID vor meinem Urlaub",
+            "Urlaubsvertretung: neue Partner-ID",
+            "Ich bin Ansprechpartner für die MPN-ID",
+        ] {
+            assert!(
+                !OUT_OF_OFFICE.is_match(s) && !OUT_OF_OFFICE_ANYWHERE.is_match(s),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn receipts_and_bounces_by_subject() {
+        for s in [
+            "Gelesen: Ihre neue Partner-ID",
+            "Read: New Partner ID",
+            "Undeliverable: Your new Partner ID",
+            "Unzustellbar: Ihre neue MPN-ID",
+            "Delivery Status Notification (Failure)",
+            "Mail delivery failed: returning message to sender",
+        ] {
+            assert!(RECEIPT_OR_BOUNCE.is_match(s), "{s}");
+        }
+        for s in [
+            "Neue MPN-ID (read me)",
+            "AW: Unzustellbare Mail an Ihren Kollegen",
+        ] {
+            assert!(!RECEIPT_OR_BOUNCE.is_match(s), "{s}");
+        }
+        assert!(EXCHANGE_SYSTEM
+            .is_match("microsoftexchange329e71ec88ae4615bbc36ab6ce41109e@meridian-cloud.example"));
     }
 }

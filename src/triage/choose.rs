@@ -59,7 +59,7 @@ impl Ranked {
     }
 }
 
-pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
+pub(crate) fn choose(found: Vec<Found>, about_ids: bool, location_pending: bool) -> Choice {
     let mut ranked: Vec<Ranked> = found.into_iter().map(|f| rank(f, about_ids)).collect();
     disqualify_everywhere(&mut ranked);
     demote_pga(&mut ranked);
@@ -149,6 +149,22 @@ pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
         .filter(|r| r.loss.is_none() && r.found.id == winner)
         .collect();
     if winners.iter().all(|r| r.found.role == Role::Pga) {
+        // "PGA 6771205 / PLA noch nicht vorhanden": the author says the ID to apply
+        // does not exist yet, so the mail gives none.
+        if location_pending {
+            choice.id = None;
+            choice.outcome = Outcome::None;
+            choice.explanation = Some(format!(
+                "only a global account (PGA) ID {winner}; the location (PLA) ID is still missing"
+            ));
+            for r in &mut ranked {
+                if r.loss.is_none() {
+                    r.loss = Some("global account (PGA); the location ID is still missing".into());
+                }
+            }
+            choice.candidates = report(ranked, None);
+            return choice;
+        }
         choice.review.push(format!(
             "only a global account (PGA) ID was given: {winner}"
         ));
@@ -224,6 +240,9 @@ fn loss_of(f: &Found, about_ids: bool, label: u8) -> Option<String> {
     if f.temporal == Temporal::Example {
         return Some("given as an example".into());
     }
+    if let Some(why) = f.disowned {
+        return Some(why.into());
+    }
     if let Some(d) = &f.distractor {
         return Some(format!("labelled as \"{d}\", not the ID"));
     }
@@ -256,6 +275,7 @@ fn disqualify_everywhere(ranked: &mut [Ranked]) {
         .filter(|r| r.found.source != Source::Quoted)
         .filter(|r| {
             r.found.distractor.is_some()
+                || r.found.disowned.is_some()
                 || matches!(
                     r.found.temporal,
                     Temporal::Old | Temporal::Negated | Temporal::Example
@@ -352,6 +372,7 @@ mod tests {
             distractor: None,
             shape: Shape::Plain,
             alone: false,
+            disowned: None,
         }
     }
 
@@ -375,6 +396,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6120359"));
         let c = choose(
@@ -395,6 +417,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.outcome, Outcome::None);
         assert!(
@@ -426,6 +449,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.outcome, Outcome::Ambiguous);
     }
@@ -450,6 +474,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6931057"));
         let c = choose(
@@ -461,6 +486,7 @@ mod tests {
                 Source::Body,
             )],
             true,
+            false,
         );
         assert_eq!(c.outcome, Outcome::Id);
         assert!(!c.review.is_empty());
@@ -472,6 +498,7 @@ mod tests {
                 Role::Unsaid,
                 Source::Body,
             )],
+            false,
             false,
         );
         assert_eq!(c.outcome, Outcome::None);

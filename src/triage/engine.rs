@@ -7,7 +7,7 @@
 use super::choose::choose;
 use super::classify::automated;
 use super::decide::{decide, sender_accounts};
-use super::extract::{find, mail_is_about_ids};
+use super::extract::{find, location_pending, mail_is_about_ids};
 use super::parse::{parse, Parsed};
 use super::segment::{segment, subject_source, Own, Source};
 use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
@@ -39,7 +39,8 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         .map(|t| segment(t, subject_src != Source::Quoted, &own))
         .collect();
     let about_ids = mail_is_about_ids(subject, &blocks);
-    let choice = choose(find(subject, subject_src, &blocks), about_ids);
+    let pending = location_pending(subject, &blocks);
+    let choice = choose(find(subject, subject_src, &blocks), about_ids, pending);
 
     let decided = decide(
         choice.outcome,

@@ -51,12 +51,41 @@ static RECEIPT_OR_BOUNCE: LazyLock<Regex> = LazyLock::new(|| {
     regex(
         r"(?ix)^\s*(?:
             (?:gelesen|nicht\s+gelesen|read|not\s+read|lesebestätigung|read\s+receipt|return\s+receipt|zugestellt|delivered|übermittelt|relayed)\s*:
+          | (?:accepted|declined|tentative|angenommen|abgelehnt|mit\s+vorbehalt\s+angenommen|vorläufig\s+angenommen|zugesagt|abgesagt|new\s+time\s+proposed|neuer\s+zeitvorschlag)\s*:
           | (?:undeliverable|unzustellbar|nicht\s+zustellbar|non[\s-]?deliverable|undelivered\s+mail|returned\s+mail|mail\s+delivery\s+(?:failed|failure|system)
              |delivery\s+(?:status\s+notification|failure|has\s+failed|delayed)|zustellung\s+(?:fehlgeschlagen|verzögert)|failure\s+notice
              |message\s+not\s+delivered|nachricht\s+nicht\s+zugestellt|zustellungsbericht|übermittlungsfehler)\b
         )",
     )
 });
+
+/// An out-of-office text under an ordinary reply subject, sent by a server rule
+/// without any header. Three signals, of which it takes two (one of them the first):
+/// the message is not forwarded / the mailbox is not read; the author is away until
+/// a date; the text opens by thanking for the message. A person who mentions a
+/// holiday in a real mail rarely writes two of them.
+static OOF_NOT_READ: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?ix)\b(?:(?:nachricht|e-?mail|mail)\s+wird\s+nicht\s+weitergeleitet|(?:message|e-?mail|mail)\s+will\s+not\s+be\s+forwarded
+          |keinen\s+zugriff\s+auf\s+(?:meine\s+)?e-?mails?|(?:no|limited)\s+access\s+to\s+(?:my\s+)?e-?mails?|eingeschränkt(?:em)?\s+zugriff)",
+    )
+});
+static OOF_AWAY: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?ix)\b(?:ich\s+bin|i\s+am|i'm|we\s+are)\s+(?:bis|vom|von|ab|until|from|currently|derzeit|zurzeit)\b(?:[^.!?\n]|\.[0-9]|[0-9]\.\s){0,50}\b(?:nicht\s+im\s+(?:büro|haus)|abwesend|im\s+urlaub|nicht\s+erreichbar|out\s+of\s+(?:the\s+)?office|away|on\s+(?:holiday|leave|vacation|annual\s+leave))\b
+          | \b(?:ich\s+bin|i\s+am|i'm|we\s+are)\s+(?:currently\s+|derzeit\s+|zurzeit\s+)?(?:away|out\s+of\s+(?:the\s+)?office|on\s+(?:holiday|leave|vacation)|abwesend|nicht\s+im\s+(?:büro|haus)|im\s+urlaub)\s+(?:until|till|bis|from|vom|ab)\b",
+    )
+});
+static OOF_THANKS: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"(?i)^\s*(?:vielen\s+dank|danke|thank\s+you|thanks)\s+(?:für\s+ihre|for\s+your)\s+(?:nachricht|e-?mail|mail|message|anfrage)",
+    )
+});
+
+/// Outlook's recall of an earlier message: the sender withdraws it, so the ID in
+/// the recalled subject must not be applied; a person decides.
+static RECALL: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?i)^\s*(?:recall|rückruf|zurückrufen|rappel)\s*:"));
 
 /// Exchange's system sender, "MicrosoftExchange329e71ec88ae4615bbc36ab6ce41109e@…",
 /// which sends NDRs and other reports, never a person's mail.
@@ -99,10 +128,48 @@ pub(crate) fn automated(parsed: &Parsed, policy: &Policy) -> Option<String> {
         })
         .or_else(|| {
             let subject = &parsed.headers.subject;
-            RECEIPT_OR_BOUNCE
-                .is_match(subject)
-                .then(|| format!("receipt or bounce subject \"{}\"", short(subject)))
+            RECEIPT_OR_BOUNCE.is_match(subject).then(|| {
+                format!(
+                    "receipt, meeting response or bounce subject \"{}\"",
+                    short(subject)
+                )
+            })
         })
+        .or_else(|| out_of_office_text(parsed))
+}
+
+/// Why the mail is a recall of an earlier one ("Recall: …"), if it is.
+pub(crate) fn recall(parsed: &Parsed) -> Option<String> {
+    let subject = &parsed.headers.subject;
+    RECALL.is_match(subject).then(|| {
+        format!(
+            "the sender recalls an earlier message (\"{}\")",
+            short(subject)
+        )
+    })
+}
+
+/// An out-of-office text in the mail's own body (see [`OOF_NOT_READ`]).
+fn out_of_office_text(parsed: &Parsed) -> Option<String> {
+    let main = parsed
+        .texts
+        .iter()
+        .find(|t| t.origin == super::parse::Origin::Main)?;
+    // The top of the text: an auto-reply is short, and quoted history below it
+    // (another person's out-of-office) must not count.
+    let top: Vec<&str> = main
+        .text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take_while(|l| !l.starts_with('>'))
+        .take(12)
+        .collect();
+    let not_read = top.iter().any(|l| OOF_NOT_READ.is_match(l));
+    let away = top.iter().any(|l| OOF_AWAY.is_match(l));
+    let thanks = top.first().is_some_and(|l| OOF_THANKS.is_match(l));
+    ((not_read && (away || thanks)) || (away && thanks))
+        .then(|| "out-of-office text without auto-reply headers".to_string())
 }
 
 fn short(s: &str) -> String {
@@ -251,6 +318,17 @@ mod tests {
                 "{s}"
             );
         }
+    }
+
+    #[test]
+    fn out_of_office_bodies() {
+        let oof = "Vielen Dank für Ihre Nachricht.\nIch bin bis einschließlich 05.12.2025 nicht im Büro. Ihre E-Mail wird nicht weitergeleitet.";
+        assert!(OOF_THANKS.is_match(oof.lines().next().unwrap_or("")));
+        assert!(OOF_AWAY.is_match(oof) && OOF_NOT_READ.is_match(oof));
+        let genuine =
+            "bevor ich ab morgen im Urlaub bin, noch schnell: unsere neue MPN-ID lautet 6390482.";
+        assert!(!OOF_AWAY.is_match(genuine) && !OOF_NOT_READ.is_match(genuine));
+        assert!(OOF_AWAY.is_match("I'm away until Monday 1 December with limited access to email."));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! that cannot be parsed becomes a `review`, never a panic.
 
 use super::choose::choose;
-use super::classify::automated;
+use super::classify::{automated, recall};
 use super::decide::{decide, sender_accounts};
 use super::extract::{find, location_pending, mail_is_about_ids};
 use super::parse::{parse, Parsed};
@@ -28,6 +28,28 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
     };
     if let Some(reason) = automated(&parsed, policy) {
         return ignored(parsed, reason, registry);
+    }
+
+    if let Some(reason) = recall(&parsed) {
+        let decided = decide(
+            Outcome::None,
+            None,
+            &[],
+            Some(&reason),
+            &parsed,
+            registry,
+            policy,
+        );
+        return Triage {
+            outcome: Outcome::None,
+            mpn_id: None,
+            decision: decided.decision,
+            reasons: decided.reasons,
+            candidates: Vec::new(),
+            headers: parsed.headers,
+            reseller: decided.reseller,
+            reject: None,
+        };
     }
 
     let own = Own::new(&policy.own_addresses);

@@ -120,6 +120,10 @@ static LEGAL_FORM: LazyLock<Regex> = LazyLock::new(|| {
 });
 /// The separators of a business-card line: "Anton Ketterer | Firma GmbH · Straße 1".
 static CARD_SEPARATOR: LazyLock<Regex> = LazyLock::new(|| regex(r"\s[|·•]\s"));
+/// A postscript: the author writes again below the signature ("P.S. …", "PS:",
+/// "Nachtrag:").
+static POSTSCRIPT: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?i)^(?:p\.\s?(?:p\.\s?)?s\.|ps\s*:|pps\s*:|nachtrag\s*:)"));
 static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| regex(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"));
 
@@ -233,6 +237,9 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
             forward_reach = 0;
             state
         } else {
+            if state == Source::Signature && POSTSCRIPT.is_match(t) {
+                state = Source::Body;
+            }
             if is_signature_start(t, author_lines, part.html) {
                 state = match state {
                     Source::Body => Source::Signature,
@@ -426,6 +433,16 @@ mod tests {
         assert_eq!(source_of(&s, "Tel."), Source::Signature);
         let s = sources("Danke,\nunsere neue ID ist 1\n", false);
         assert_eq!(source_of(&s, "neue ID"), Source::Body);
+    }
+
+    #[test]
+    fn a_postscript_is_the_authors_again() {
+        let s = sources(
+            "ID 1\n\nBest,\nSanne\n\nP.S. Sorry, typo above - it's 2.\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "Sanne"), Source::Signature);
+        assert_eq!(source_of(&s, "P.S."), Source::Body);
     }
 
     #[test]

@@ -62,6 +62,7 @@ impl Ranked {
 pub(crate) fn choose(found: Vec<Found>, about_ids: bool, location_pending: bool) -> Choice {
     let mut ranked: Vec<Ranked> = found.into_iter().map(|f| rank(f, about_ids)).collect();
     disqualify_everywhere(&mut ranked);
+    supersede_corrected(&mut ranked);
     demote_pga(&mut ranked);
 
     let best = ranked
@@ -215,6 +216,13 @@ fn rank(found: Found, about_ids: bool) -> Ranked {
         (Strength::None, _, _) if about_ids && found.alone && found.id.len() >= 7 => 1,
         _ => 0,
     };
+    // A correction names the ID as clearly as its keyword would: it is what the
+    // author settled on.
+    let label = if found.correction && found.temporal == Temporal::New {
+        label.max(2)
+    } else {
+        label
+    };
     let location = match found.source {
         Source::Body | Source::Subject | Source::Signature => 2,
         _ => 1,
@@ -286,6 +294,24 @@ fn disqualify_everywhere(ranked: &mut [Ranked]) {
     for r in ranked.iter_mut() {
         if r.loss.is_none() && bad.contains(&r.found.id) {
             r.loss = Some("called old or another number elsewhere in this mail".into());
+        }
+    }
+}
+
+/// A correction in the author's text ("P.S. typo above - it's …") replaces every
+/// other ID named before it, in the subject or higher up in the text.
+fn supersede_corrected(ranked: &mut [Ranked]) {
+    let Some(at) = ranked.iter().rposition(|r| {
+        r.loss.is_none()
+            && r.found.correction
+            && matches!(r.found.source, Source::Body | Source::Signature)
+    }) else {
+        return;
+    };
+    let corrected = ranked[at].found.id.clone();
+    for r in ranked[..at].iter_mut() {
+        if r.loss.is_none() && r.found.id != corrected {
+            r.loss = Some(format!("corrected to {corrected} later in the mail"));
         }
     }
 }
@@ -373,6 +399,7 @@ mod tests {
             shape: Shape::Plain,
             alone: false,
             disowned: None,
+            correction: false,
         }
     }
 

@@ -172,6 +172,7 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
           | (?:ist|is|was|war|wurde|has\s+been|have\s+been|wird|will\s+be)\s+(?:(?:von|vom|by|durch|seitens|microsoft|leider|inzwischen|mittlerweile|bereits|schon|already|unfortunately|now|jetzt|nun|heute|today|gestern|yesterday|ab|sofort|zum|am)\s+){0,4}(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|widerrufen|entzogen|deaktiviert|deactivated|abgelaufen|expired|gekündigt|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
           | (?:->|→|=>|-->)
           | (?:ersetzt\s+durch|replaced\s+(?:by|with))\b
+          | [:\-–]?\s*(?:gesperrt|widerrufen|revoked|deaktiviert|deactivated|ungültig|invalid|abgelaufen|expired|entzogen)\b
         )",
     )
 });
@@ -219,20 +220,36 @@ static JUST_BEFORE_NEW: LazyLock<Regex> = LazyLock::new(|| {
 static JOINT: LazyLock<Regex> =
     LazyLock::new(|| compile(r"(?i)^\s*(?:durch|auf|gegen|zu|to|into|for)\s*(?:die|the)?\s*$"));
 
-/// Words in the sentence before a number that make it someone else's ID, a test
-/// registration's, or a provisional one: "unsere Schwesterfirma hat ihre neue MPN-ID
-/// …", "für unsere Tochtergesellschaft …", "testweise angelegt (Partner-ID …)", "im
-/// Portal steht vorläufig …". Such a number is not the sender's new ID, whatever
-/// keyword names it.
-static DISOWN_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+/// Words in the sentence before a number that make it someone else's ID or a test
+/// registration's: "unsere Schwesterfirma hat ihre neue MPN-ID …", "für unsere
+/// Tochtergesellschaft …", "testweise angelegt (Partner-ID …)", "als indirekter
+/// Anbieter steht dort Nordwind mit der Partner-ID …", "our customer X is a partner
+/// itself (MPN ID …)". They count only when the author does not claim the number
+/// after them ([`OWN_CLAIM`]): "As the UK subsidiary of X we re-registered, and our
+/// new location ID is …" is the sender's own.
+static OTHER_PARTY: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         \b(?:schwester\w* | tochter\w* | mutter(?:gesellschaft|firma|konzern|unternehmen)\w* | konzernschwester\w*
            | sister[\s-]+(?:company|firm|business) | subsidiar\w* | affiliate\w* | parent[\s-]+company | group[\s-]+company
+           | indirekte[rn]?[\s-]+(?:anbieter\w*|provider\w*) | indirect[\s-]+provider\w* | distribut\w* | distri\b | großhändler\w*
+           | (?:customer|kunde)\w*\b[^.!?\d]{0,60}\b(?:is|ist)\s+(?:selbst\s+|itself\s+|also\s+|auch\s+)*(?:a|ein)\s+(?:microsoft[\s-]+)?partner
            | testweise | zu\s+test(?:zwecken|\s+zwecken) | for\s+testing | test[\s-]*(?:registrierung|tenant|mandant\w*|umgebung|account|konto|zugang|standort|registration|location|id)
-           | (?:unser\w*|our|the|die|der|den)\s+test\b | sandbox | demo[\s-]*(?:tenant|mandant\w*|account|konto)
-           | vorläufig\w* | provisional\w* | preliminary | voraussichtlich\w* | vermutlich | presumably
-           | preview | vorschau)\b",
+           | (?:unser\w*|our|the|die|der|den)\s+test\b | sandbox | demo[\s-]*(?:tenant|mandant\w*|account|konto))\b",
+    )
+});
+
+/// The author claiming a number as the sender's own: "we", "our", "unsere", "wir".
+static OWN_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:we|we've|we're|our|ours|us|wir|uns|unser|unsere|unserer|unseren|unserem|unseres)\b",
+    )
+});
+
+/// A number named provisional or presumed: "im Portal steht vorläufig …".
+static PROVISIONAL: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:vorläufig\w* | provisional\w* | preliminary | voraussichtlich\w* | vermutlich | presumably | preview | vorschau)\b",
     )
 });
 
@@ -280,7 +297,26 @@ static QUESTIONED_AFTER: LazyLock<Regex> = LazyLock::new(|| {
 /// says the location ID is still missing.
 static LOCATION_PENDING: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,25}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend)\b",
+        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,25}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend|reiche\w*\s+(?:ich|wir)\s+nach|nachreichen|nachgereicht|kommt\s+(?:noch|später|nach)|später|later|separat\w*|will\s+follow)\b",
+    )
+});
+
+/// A correction of an ID given earlier in the same mail or in the subject: "P.S.
+/// Sorry, typo above - it's …", "Nachtrag: Zahlendreher! Richtig ist …", "the
+/// correct one is …". The number after it replaces every ID named before it.
+static CORRECTION: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:typo|tippfehler|zahlendreher|vertippt|verschrieben|korrektur|correction|corrected
+           | richtig\s+(?:ist|lautet|wäre)|correct\s+(?:one|id|number)\s+is|the\s+right\s+one)\b",
+    )
+});
+
+/// The author says the subject is wrong: "der Betreff war falsch", "the subject has
+/// a typo", "ignore the subject line".
+static SUBJECT_RETRACTED: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:betreff|subject(?:\s+line)?)\b[^.!?\n]{0,30}\b(?:falsch|fehlerhaft|stimmt\s+nicht|wrong|incorrect|typo|tippfehler|zahlendreher|vertippt)
+          | \b(?:ignore|ignorieren\s+sie)\s+(?:the|den)\s+(?:betreff|subject)",
     )
 });
 
@@ -379,8 +415,13 @@ pub(crate) fn leading_note_len(text: &str) -> usize {
 /// Why the sentence before a number (from the previous number on) makes it no new ID
 /// of the sender's, if it does.
 pub(crate) fn disowned_before(clause: &str, just_before: &str) -> Option<&'static str> {
-    if DISOWN_BEFORE.is_match(clause) {
-        return Some("another company's, a test or a provisional ID");
+    if let Some(m) = OTHER_PARTY.find_iter(clause).last() {
+        if !OWN_CLAIM.is_match(&clause[m.end()..]) {
+            return Some("another company's or a test registration's ID");
+        }
+    }
+    if PROVISIONAL.is_match(clause) {
+        return Some("a provisional ID");
     }
     if WITHDRAW_BEFORE.is_match(just_before) {
         return Some("withdrawn by the author");
@@ -403,6 +444,16 @@ pub(crate) fn disowned_after(after: &str, ends_question: bool) -> Option<&'stati
         return Some("asked about, not stated");
     }
     None
+}
+
+/// Where a correction cue ends in `text`, if there is one (see [`CORRECTION`]).
+pub(crate) fn correction_end(text: &str) -> Option<usize> {
+    CORRECTION.find_iter(text).last().map(|m| m.end())
+}
+
+/// Whether `text` says the mail's subject is wrong.
+pub(crate) fn retracts_subject(text: &str) -> bool {
+    SUBJECT_RETRACTED.is_match(text)
 }
 
 /// Whether `text` says the location (PLA) ID is still missing.

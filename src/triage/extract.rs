@@ -73,6 +73,9 @@ pub(crate) struct Found {
     /// names it: another company's, a test registration's, withdrawn, hypothetical or
     /// only asked about.
     pub disowned: Option<&'static str>,
+    /// Introduced as the correction of an ID given before it ("P.S. typo above -
+    /// it's …", "Zahlendreher! Richtig ist …"): it replaces every earlier one.
+    pub correction: bool,
 }
 
 /// Most possible IDs examined per mail: a mail with more numbers is no reseller note.
@@ -96,9 +99,13 @@ static BLANK: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)
         [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
       | \b(?:https?://|www\.)\S+
-      | [\w.+%-]+@[\w.-]+\.[a-z]{2,}",
+      | [\w.+%-]+@[\w.-]+\.[a-z]{2,}
+      | \b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.(?:example|com|net|org|de|eu|at|ch|nl|uk|io|info|biz|co)\b",
     )
 });
+
+/// What a blanked value looks like after [`blank`] (the shortest host name is longer).
+const BLANKED: &str = "______";
 
 /// Finds the possible IDs in the subject and the blocks of a mail.
 pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> Vec<Found> {
@@ -110,7 +117,11 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
         }],
         html: false,
     };
-    for block in std::iter::once(&subject_block).chain(blocks) {
+    // "Sorry, der Betreff war falsch": the subject's numbers are withdrawn.
+    let subject_retracted = blocks.iter().flat_map(|b| &b.lines).any(|l| {
+        matches!(l.source, Source::Body | Source::Signature) && cues::retracts_subject(&l.text)
+    });
+    for (n, block) in std::iter::once(&subject_block).chain(blocks).enumerate() {
         let blanked: Vec<String> = block.lines.iter().map(|l| blank(&l.text)).collect();
         for (index, line) in block.lines.iter().enumerate() {
             if found.len() >= MAX_FOUND {
@@ -123,7 +134,11 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
                 if found.len() >= MAX_FOUND {
                     break;
                 }
-                found.push(read_context(block, &blanked, index, &token));
+                let mut f = read_context(block, &blanked, index, &token);
+                if n == 0 && subject_retracted && f.disowned.is_none() {
+                    f.disowned = Some("the author says the subject is wrong");
+                }
+                found.push(f);
             }
         }
     }
@@ -149,8 +164,9 @@ pub(crate) fn mail_is_about_ids(subject: &str, blocks: &[Block]) -> bool {
         })
 }
 
-/// Replaces GUIDs, URLs and mail addresses with 'x' of the same byte length, so
-/// their digits are not numbers while byte offsets stay valid.
+/// Replaces GUIDs, URLs, mail addresses and host names with '_' of the same byte
+/// length, so their digits are not numbers while byte offsets stay valid; a run of
+/// [`BLANKED`] shows later that a value stood there.
 fn blank(line: &str) -> String {
     if !line.bytes().any(|b| b.is_ascii_digit()) {
         return line.to_string();
@@ -159,7 +175,7 @@ fn blank(line: &str) -> String {
     let mut last = 0;
     for m in BLANK.find_iter(line) {
         out.push_str(&line[last..m.start()]);
-        out.extend(std::iter::repeat_n('x', m.end() - m.start()));
+        out.extend(std::iter::repeat_n('_', m.end() - m.start()));
         last = m.end();
     }
     out.push_str(&line[last..]);
@@ -546,6 +562,8 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let distractor = nearest(clause_distractors)
         .filter(|d| clause.len() - d.end <= KEYWORD_REACH)
         .filter(|d| backward_kw.as_ref().is_none_or(|k| d.end > k.end))
+        // "für den neuen Mandanten <host> lautet 6830278": the label has its value.
+        .filter(|d| !clause[d.end..].contains(BLANKED))
         .map(|d| d.text)
         .or_else(|| {
             if backward_kw.is_some() {
@@ -581,6 +599,10 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         }
     }
 
+    let correction = introduced_as_correction(block, blanked, index, token.start);
+    if correction && temporal != Temporal::Negated && !cues::after_says_old(after) {
+        temporal = Temporal::New;
+    }
     let rest = &line[token.end + after.len()..];
     let since_prev = {
         let prev = last_number_end(&clause);
@@ -607,7 +629,26 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         shape: shape_of(token),
         alone: stands_alone(line, token),
         disowned,
+        correction,
     }
+}
+
+/// Whether a correction cue stands before the number, on its line or the line above,
+/// with no other number in between (see [`cues::correction_end`]).
+fn introduced_as_correction(block: &Block, blanked: &[String], index: usize, start: usize) -> bool {
+    let source = block.lines[index].source;
+    let mut text = String::new();
+    if let Some(up) = (0..index)
+        .rev()
+        .take(2)
+        .find(|&i| !blanked[i].trim().is_empty())
+        .filter(|&i| block.lines[i].source == source)
+    {
+        text.push_str(&blanked[up]);
+        text.push('\n');
+    }
+    text.push_str(&blanked[index][..start]);
+    cues::correction_end(&text).is_some_and(|end| last_number_end(&text[end..]) == 0)
 }
 
 /// Whether `s` starts with a number of ID size (6+ digits, separators allowed), not
@@ -825,6 +866,38 @@ mod tests {
             [false]
         );
         assert_eq!(d(&["Die neue MPN-ID ist 6284913, ist das so ok?"]), [false]);
+        // Another party is named, but the author claims the number as their own.
+        assert_eq!(
+            d(&["As the UK subsidiary of Harbour Group we re-registered, and our new location ID is 7401158."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["der Test im Partner Center war erfolgreich, unsere neue Partner-ID ist 6011527."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["als indirekter Anbieter steht dort Nordwind mit der Partner-ID 5001877."]),
+            [true]
+        );
+    }
+
+    #[test]
+    fn corrections_and_labels_with_their_own_value() {
+        let f = read(&[
+            "Our new MPN ID is 7318842.",
+            "",
+            "P.S. Sorry, typo above - it's 7318824.",
+        ]);
+        assert!(!f[0].correction);
+        assert!(f[1].correction && f[1].temporal == Temporal::New);
+        let f = read(&["Nachtrag: Zahlendreher! Richtig ist 6405581."]);
+        assert!(f[0].correction);
+        // The distractor "Mandanten" labels the host name after it, not the number.
+        let f = read(&[
+            "die neue PLA für den neuen Mandanten x2025.onmicrosoft.example lautet 6830278.",
+        ]);
+        assert_eq!((f.len(), f[0].distractor.as_deref()), (1, None));
+        assert_eq!(f[0].temporal, Temporal::New);
     }
 
     #[test]

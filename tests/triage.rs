@@ -183,7 +183,18 @@ fn reseller_corpus_matches_labels() {
 /// mismatch that is not in [`KNOWN_FIXTURE_MISSES`].
 #[test]
 fn red_team_fixtures_match_labels() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/triage");
+    run_fixture_folder("tests/fixtures/triage", 60, KNOWN_FIXTURE_MISSES);
+}
+
+/// The second, independent red-team round (`tests/fixtures/triage-b/`): other
+/// authors' habits and traps, run the same way against [`KNOWN_FIXTURE_B_MISSES`].
+#[test]
+fn red_team_b_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-b", 40, KNOWN_FIXTURE_B_MISSES);
+}
+
+fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
     let mut files = Vec::new();
     eml_files(&dir, &mut files);
@@ -191,7 +202,10 @@ fn red_team_fixtures_match_labels() {
         .iter()
         .filter_map(|f| f.file_name().map(|n| n.to_string_lossy().into_owned()))
         .collect();
-    assert!(labels.len() >= 60, "expected 60+ labelled fixtures");
+    assert!(
+        labels.len() >= at_least,
+        "expected {at_least}+ labelled fixtures in {folder}"
+    );
     for name in &names {
         assert!(labels.contains_key(name), "{name} has no label");
     }
@@ -219,7 +233,7 @@ fn red_team_fixtures_match_labels() {
         if o && i && d {
             continue;
         }
-        if !KNOWN_FIXTURE_MISSES.contains(&file.as_str()) {
+        if !known_misses.contains(&file.as_str()) {
             unexpected.push(file.clone());
         }
         let _ = writeln!(
@@ -241,7 +255,7 @@ fn red_team_fixtures_match_labels() {
     }
     let n = labels.len();
     println!("{table}");
-    println!("fixtures: outcome {ok_outcome}/{n}, id {ok_id}/{n}, decision {ok_decision}/{n}, wrong applies {}", wrong_applies.len());
+    println!("{folder}: outcome {ok_outcome}/{n}, id {ok_id}/{n}, decision {ok_decision}/{n}, wrong applies {}", wrong_applies.len());
     assert!(
         wrong_applies.is_empty(),
         "wrong applies: {wrong_applies:?}\n{table}"
@@ -254,11 +268,15 @@ fn red_team_fixtures_match_labels() {
 
 /// Fixtures the engine still gets wrong, each a safe miss (review instead of apply),
 /// kept visible here rather than hidden by relabelling.
-const KNOWN_FIXTURE_MISSES: &[&str] = &[
-    // The subject says "New MPN ID 7412009", the body "the subject has a typo, the
-    // correct ID is 7412090". Subject and text disagree, so it goes to review: safe,
-    // but a person would apply the body's ID.
-    "t78_en_gmail_subject_typo_body_corrects.eml",
+const KNOWN_FIXTURE_MISSES: &[&str] = &[];
+
+/// Second-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_B_MISSES: &[&str] = &[
+    // An ERP order confirmation prints the dealer's Partner-ID on record, which is
+    // the sender's revoked ID. A person sees no ID statement and reviews; triage
+    // reads "Partner-ID des Händlers: 4602277" as the ID and rejects it as the old
+    // one (as corpus 29 wants for "Unsere MPN-ID: <old>"). Safe: never an apply.
+    "c06_de_html_erp_order_confirmation.eml",
 ];
 
 #[test]

@@ -59,9 +59,10 @@ impl Ranked {
     }
 }
 
-pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
+pub(crate) fn choose(found: Vec<Found>, about_ids: bool, location_pending: bool) -> Choice {
     let mut ranked: Vec<Ranked> = found.into_iter().map(|f| rank(f, about_ids)).collect();
     disqualify_everywhere(&mut ranked);
+    supersede_corrected(&mut ranked);
     demote_pga(&mut ranked);
 
     let best = ranked
@@ -149,6 +150,22 @@ pub(crate) fn choose(found: Vec<Found>, about_ids: bool) -> Choice {
         .filter(|r| r.loss.is_none() && r.found.id == winner)
         .collect();
     if winners.iter().all(|r| r.found.role == Role::Pga) {
+        // "PGA 6771205 / PLA noch nicht vorhanden": the author says the ID to apply
+        // does not exist yet, so the mail gives none.
+        if location_pending {
+            choice.id = None;
+            choice.outcome = Outcome::None;
+            choice.explanation = Some(format!(
+                "only a global account (PGA) ID {winner}; the location (PLA) ID is still missing"
+            ));
+            for r in &mut ranked {
+                if r.loss.is_none() {
+                    r.loss = Some("global account (PGA); the location ID is still missing".into());
+                }
+            }
+            choice.candidates = report(ranked, None);
+            return choice;
+        }
         choice.review.push(format!(
             "only a global account (PGA) ID was given: {winner}"
         ));
@@ -199,6 +216,13 @@ fn rank(found: Found, about_ids: bool) -> Ranked {
         (Strength::None, _, _) if about_ids && found.alone && found.id.len() >= 7 => 1,
         _ => 0,
     };
+    // A correction names the ID as clearly as its keyword would: it is what the
+    // author settled on.
+    let label = if found.correction && found.temporal == Temporal::New {
+        label.max(2)
+    } else {
+        label
+    };
     let location = match found.source {
         Source::Body | Source::Subject | Source::Signature => 2,
         _ => 1,
@@ -223,6 +247,9 @@ fn loss_of(f: &Found, about_ids: bool, label: u8) -> Option<String> {
     }
     if f.temporal == Temporal::Example {
         return Some("given as an example".into());
+    }
+    if let Some(why) = f.disowned {
+        return Some(why.into());
     }
     if let Some(d) = &f.distractor {
         return Some(format!("labelled as \"{d}\", not the ID"));
@@ -256,6 +283,7 @@ fn disqualify_everywhere(ranked: &mut [Ranked]) {
         .filter(|r| r.found.source != Source::Quoted)
         .filter(|r| {
             r.found.distractor.is_some()
+                || r.found.disowned.is_some()
                 || matches!(
                     r.found.temporal,
                     Temporal::Old | Temporal::Negated | Temporal::Example
@@ -266,6 +294,24 @@ fn disqualify_everywhere(ranked: &mut [Ranked]) {
     for r in ranked.iter_mut() {
         if r.loss.is_none() && bad.contains(&r.found.id) {
             r.loss = Some("called old or another number elsewhere in this mail".into());
+        }
+    }
+}
+
+/// A correction in the author's text ("P.S. typo above - it's …") replaces every
+/// other ID named before it, in the subject or higher up in the text.
+fn supersede_corrected(ranked: &mut [Ranked]) {
+    let Some(at) = ranked.iter().rposition(|r| {
+        r.loss.is_none()
+            && r.found.correction
+            && matches!(r.found.source, Source::Body | Source::Signature)
+    }) else {
+        return;
+    };
+    let corrected = ranked[at].found.id.clone();
+    for r in ranked[..at].iter_mut() {
+        if r.loss.is_none() && r.found.id != corrected {
+            r.loss = Some(format!("corrected to {corrected} later in the mail"));
         }
     }
 }
@@ -352,6 +398,8 @@ mod tests {
             distractor: None,
             shape: Shape::Plain,
             alone: false,
+            disowned: None,
+            correction: false,
         }
     }
 
@@ -375,6 +423,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6120359"));
         let c = choose(
@@ -395,6 +444,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.outcome, Outcome::None);
         assert!(
@@ -426,6 +476,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.outcome, Outcome::Ambiguous);
     }
@@ -450,6 +501,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
         );
         assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6931057"));
         let c = choose(
@@ -461,6 +513,7 @@ mod tests {
                 Source::Body,
             )],
             true,
+            false,
         );
         assert_eq!(c.outcome, Outcome::Id);
         assert!(!c.review.is_empty());
@@ -472,6 +525,7 @@ mod tests {
                 Role::Unsaid,
                 Source::Body,
             )],
+            false,
             false,
         );
         assert_eq!(c.outcome, Outcome::None);

@@ -56,10 +56,10 @@ static STRONG_KEYWORD: LazyLock<Regex> = LazyLock::new(|| {
           | global[\s-]+account[\s-]*id
           | location[\s-]+account(?:[\s-]*id)?
           | location[\s-]*mpn[\s-]*id
-          | (?:microsoft[\s-]*)?(?:mpn|pla|pga|csp|reseller|partner|standort|location|mcpp)[\s-]*(?:ids?|nummer|nr\.?|number|no\.?|kennung|kennnummer)
+          | (?:microsoft[\s-]*)?(?:mpn|mnp|pla|pga|csp|reseller|partner|parnter|patner|standort|location|mcpp)[\s-]*(?:ids?|nummer|nr\.?|number|no\.?|kennung|kennnummer)
           | (?:microsoft[\s-]*)?partner[\s-]*center[\s-]*id
           | partnerid | partnernummer | partnerkennung | standortnummer | standortkennung
-          | mpn | pla | pga | mcpp
+          | mpn | mnp | pla | pga | mcpp
         )(?:\b|$)",
     )
 });
@@ -93,6 +93,9 @@ static DISTRACTOR: LazyLock<Regex> = LazyLock::new(|| {
           | plz | postleitzahl | zip | postal\w* | postcode | post[\s-]+code | postfach | p\.?\s*o\.?\s*box
           | tenant\w* | mandant\w* | guid | domain\w* | verzeichnis\w* | directory | object[\s-]*id
           | version | build | pin | tan | otp | imei
+          | besprechung\w* | meeting\w* | konferenz\w* | conference | einwahl\w* | dial[\s-]*in | passcode | kenncode | webinar\w*
+          | (?:reseller|händler|haendler|partner)[\s-]*(?:nummer|nr\.?|number|no\.?|konto|account)\s+(?:bei|with|at)\s+(?:ihnen|euch|you|nordwind|dir)
+          | (?:ihre|eure|your)\s+(?:reseller|händler|haendler)[\s-]*(?:nummer|nr\.?|number|no\.?)
           | (?:post|zip|bestätigungs|verifizierungs|sicherheits|freischalt|aktivierungs|verification|security|confirmation|activation|auth|promo|gutschein|voucher|rabatt|qr|bar)?[\s-]?code
         )(?:[\s-]*(?:ids?|nr\.?|nummer|number|no\.?|\#))?\b",
     )
@@ -166,9 +169,10 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)
         ^\s*(?:
             [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b[^\)\]\d\n]{0,20}[\)\]]
-          | (?:ist|is|was|war|wurde|has\s+been|wird|will\s+be)\s+(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
+          | (?:ist|is|was|war|wurde|has\s+been|have\s+been|wird|will\s+be)\s+(?:(?:von|vom|by|durch|seitens|microsoft|leider|inzwischen|mittlerweile|bereits|schon|already|unfortunately|now|jetzt|nun|heute|today|gestern|yesterday|ab|sofort|zum|am)\s+){0,4}(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|widerrufen|entzogen|deaktiviert|deactivated|abgelaufen|expired|gekündigt|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
           | (?:->|→|=>|-->)
           | (?:ersetzt\s+durch|replaced\s+(?:by|with))\b
+          | [:\-–]?\s*(?:gesperrt|widerrufen|revoked|deaktiviert|deactivated|ungültig|invalid|abgelaufen|expired|entzogen)\b
         )",
     )
 });
@@ -215,6 +219,106 @@ static JUST_BEFORE_NEW: LazyLock<Regex> = LazyLock::new(|| {
 /// "die Partner-ID 4417206 durch 6409981", "von 5377104 auf 6521136", "from X to Y".
 static JOINT: LazyLock<Regex> =
     LazyLock::new(|| compile(r"(?i)^\s*(?:durch|auf|gegen|zu|to|into|for)\s*(?:die|the)?\s*$"));
+
+/// Words in the sentence before a number that make it someone else's ID or a test
+/// registration's: "unsere Schwesterfirma hat ihre neue MPN-ID …", "für unsere
+/// Tochtergesellschaft …", "testweise angelegt (Partner-ID …)", "als indirekter
+/// Anbieter steht dort Nordwind mit der Partner-ID …", "our customer X is a partner
+/// itself (MPN ID …)". They count only when the author does not claim the number
+/// after them ([`OWN_CLAIM`]): "As the UK subsidiary of X we re-registered, and our
+/// new location ID is …" is the sender's own.
+static OTHER_PARTY: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:schwester\w* | tochter\w* | mutter(?:gesellschaft|firma|konzern|unternehmen)\w* | konzernschwester\w*
+           | sister[\s-]+(?:company|firm|business) | subsidiar\w* | affiliate\w* | parent[\s-]+company | group[\s-]+company
+           | indirekte[rn]?[\s-]+(?:anbieter\w*|provider\w*) | indirect[\s-]+provider\w* | distribut\w* | distri\b | großhändler\w*
+           | (?:customer|kunde)\w*\b[^.!?\d]{0,60}\b(?:is|ist)\s+(?:selbst\s+|itself\s+|also\s+|auch\s+)*(?:a|ein)\s+(?:microsoft[\s-]+)?partner
+           | testweise | zu\s+test(?:zwecken|\s+zwecken) | for\s+testing | test[\s-]*(?:registrierung|tenant|mandant\w*|umgebung|account|konto|zugang|standort|registration|location|id)
+           | (?:unser\w*|our|the|die|der|den)\s+test\b | sandbox | demo[\s-]*(?:tenant|mandant\w*|account|konto))\b",
+    )
+});
+
+/// The author claiming a number as the sender's own: "we", "our", "unsere", "wir".
+static OWN_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:we|we've|we're|our|ours|us|wir|uns|unser|unsere|unserer|unseren|unserem|unseres)\b",
+    )
+});
+
+/// A number named provisional or presumed: "im Portal steht vorläufig …".
+static PROVISIONAL: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:vorläufig\w* | provisional\w* | preliminary | voraussichtlich\w* | vermutlich | presumably | preview | vorschau)\b",
+    )
+});
+
+/// Words right before a number that withdraw it: "please ignore the ID …", "bitte
+/// ignorieren Sie die Partner-ID …". At most a few words may stand between, and no
+/// comma: in "ignore my last mail, the right one is …" the number is the correction.
+static WITHDRAW_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:ignore|ignorieren(?:\s+sie)?|disregard|vergessen\s+sie|streichen\s+sie)\s+(?:[^\s,;:.!?\d]+\s+){0,4}$",
+    )
+});
+
+/// A condition right before the number: "if the new ID is …", "falls die neue ID … lautet".
+static IF_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:if|falls|wenn|whether|ob)\b[^.,;:!?\d]{0,40}\b(?:is|ist|lautet|wäre|would\s+be|be|sein\s+sollte)\s*:?\s*$",
+    )
+});
+
+/// Said right after a number to withdraw it: "(Partner-ID 6498201), die bitte NICHT
+/// verwenden", "7401122 - please ignore", "… ist nur eine Test-ID". Only a short gap
+/// is allowed before it, checked by the caller for old words ("die alte bitte nicht
+/// mehr verwenden" speaks of another number).
+static DISOWN_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)^[^.!?\d\n]{0,30}?\b(?:
+            (?:bitte\s+)?(?:nicht|not|never|nie|keinesfalls)\s+(?:verwenden|benutzen|nutzen|eintragen|hinterlegen|use|apply|enter)
+          | do\s+not\s+use | don'?t\s+use | ignorieren | ignore | disregard
+          | wird\s+(?:wieder\s+)?gelöscht | will\s+be\s+deleted
+          | (?:ist|is)\s+(?:nur\s+|only\s+|just\s+)?(?:ein\w*\s+|a\s+|unser\w*\s+|our\s+)?test\w*
+        )\b",
+    )
+});
+
+/// A question about the number itself, asked right after it: "3190846 – ist die bei
+/// Ihnen noch richtig hinterlegt?", "7245501, is that still valid?". The caller also
+/// requires the sentence to end in '?'.
+static QUESTIONED_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)^[\s\-–:,]*(?:ist|is|sind|are|stimmt|passt)\b(?:\s+(?:die|das|diese|sie|this|that|it|these|er))?[^.!?\n]{0,60}\b(?:noch|still|richtig|korrekt|correct|gültig|valid|aktuell|current|right|ok|okay)\b[^.!?\n]{0,40}$",
+    )
+});
+
+/// "PLA noch nicht vorhanden", "location ID not yet", "Standort-ID folgt": the mail
+/// says the location ID is still missing.
+static LOCATION_PENDING: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,25}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend|reiche\w*\s+(?:ich|wir)\s+nach|nachreichen|nachgereicht|kommt\s+(?:noch|später|nach)|später|later|separat\w*|will\s+follow)\b",
+    )
+});
+
+/// A correction of an ID given earlier in the same mail or in the subject: "P.S.
+/// Sorry, typo above - it's …", "Nachtrag: Zahlendreher! Richtig ist …", "the
+/// correct one is …". The number after it replaces every ID named before it.
+static CORRECTION: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:typo|tippfehler|zahlendreher|vertippt|verschrieben|korrektur|correction|corrected
+           | richtig\s+(?:ist|lautet|wäre)|correct\s+(?:one|id|number)\s+is|the\s+right\s+one)\b",
+    )
+});
+
+/// The author says the subject is wrong: "der Betreff war falsch", "the subject has
+/// a typo", "ignore the subject line".
+static SUBJECT_RETRACTED: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:betreff|subject(?:\s+line)?)\b[^.!?\n]{0,30}\b(?:falsch|fehlerhaft|stimmt\s+nicht|wrong|incorrect|typo|tippfehler|zahlendreher|vertippt)
+          | \b(?:ignore|ignorieren\s+sie)\s+(?:the|den)\s+(?:betreff|subject)",
+    )
+});
 
 fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
     re.find_iter(text)
@@ -306,6 +410,55 @@ pub(crate) fn after_note(after: &str) -> Option<&str> {
 /// the note belongs to the number before it, not to the next one.
 pub(crate) fn leading_note_len(text: &str) -> usize {
     AFTER_NOTE.find(text).map_or(0, |m| m.end())
+}
+
+/// Why the sentence before a number (from the previous number on) makes it no new ID
+/// of the sender's, if it does.
+pub(crate) fn disowned_before(clause: &str, just_before: &str) -> Option<&'static str> {
+    if let Some(m) = OTHER_PARTY.find_iter(clause).last() {
+        if !OWN_CLAIM.is_match(&clause[m.end()..]) {
+            return Some("another company's or a test registration's ID");
+        }
+    }
+    if PROVISIONAL.is_match(clause) {
+        return Some("a provisional ID");
+    }
+    if WITHDRAW_BEFORE.is_match(just_before) {
+        return Some("withdrawn by the author");
+    }
+    if IF_BEFORE.is_match(just_before) {
+        return Some("only a condition (\"if the ID is …\")");
+    }
+    None
+}
+
+/// Why the words right after a number withdraw it, if they do (see [`DISOWN_AFTER`]).
+pub(crate) fn disowned_after(after: &str, ends_question: bool) -> Option<&'static str> {
+    if let Some(m) = DISOWN_AFTER.find(after) {
+        let gap = &after[..m.start()];
+        if OLD.find(gap).is_none() && NEW.find(gap).is_none() {
+            return Some("withdrawn by the author");
+        }
+    }
+    if ends_question && QUESTIONED_AFTER.is_match(after) {
+        return Some("asked about, not stated");
+    }
+    None
+}
+
+/// Where a correction cue ends in `text`, if there is one (see [`CORRECTION`]).
+pub(crate) fn correction_end(text: &str) -> Option<usize> {
+    CORRECTION.find_iter(text).last().map(|m| m.end())
+}
+
+/// Whether `text` says the mail's subject is wrong.
+pub(crate) fn retracts_subject(text: &str) -> bool {
+    SUBJECT_RETRACTED.is_match(text)
+}
+
+/// Whether `text` says the location (PLA) ID is still missing.
+pub(crate) fn says_location_pending(text: &str) -> bool {
+    LOCATION_PENDING.is_match(text)
 }
 
 pub(crate) fn mentions_id_topic(text: &str) -> bool {

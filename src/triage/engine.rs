@@ -5,9 +5,9 @@
 //! that cannot be parsed becomes a `review`, never a panic.
 
 use super::choose::choose;
-use super::classify::automated;
+use super::classify::{automated, recall};
 use super::decide::{decide, sender_accounts};
-use super::extract::{find, mail_is_about_ids};
+use super::extract::{find, location_pending, mail_is_about_ids};
 use super::parse::{parse, Parsed};
 use super::segment::{segment, subject_source, Own, Source};
 use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
@@ -30,6 +30,28 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         return ignored(parsed, reason, registry);
     }
 
+    if let Some(reason) = recall(&parsed) {
+        let decided = decide(
+            Outcome::None,
+            None,
+            &[],
+            Some(&reason),
+            &parsed,
+            registry,
+            policy,
+        );
+        return Triage {
+            outcome: Outcome::None,
+            mpn_id: None,
+            decision: decided.decision,
+            reasons: decided.reasons,
+            candidates: Vec::new(),
+            headers: parsed.headers,
+            reseller: decided.reseller,
+            reject: None,
+        };
+    }
+
     let own = Own::new(&policy.own_addresses);
     let subject = parsed.headers.subject.as_str();
     let subject_src = subject_source(subject);
@@ -39,7 +61,8 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         .map(|t| segment(t, subject_src != Source::Quoted, &own))
         .collect();
     let about_ids = mail_is_about_ids(subject, &blocks);
-    let choice = choose(find(subject, subject_src, &blocks), about_ids);
+    let pending = location_pending(subject, &blocks);
+    let choice = choose(find(subject, subject_src, &blocks), about_ids, pending);
 
     let decided = decide(
         choice.outcome,

@@ -69,6 +69,13 @@ pub(crate) struct Found {
     /// The number is all its line says ("6813097" under the greeting): the way
     /// people answer "send us your new ID" when the subject already names it.
     pub alone: bool,
+    /// Why the words around it make it no new ID of the sender's even when a keyword
+    /// names it: another company's, a test registration's, withdrawn, hypothetical or
+    /// only asked about.
+    pub disowned: Option<&'static str>,
+    /// Introduced as the correction of an ID given before it ("P.S. typo above -
+    /// it's …", "Zahlendreher! Richtig ist …"): it replaces every earlier one.
+    pub correction: bool,
 }
 
 /// Most possible IDs examined per mail: a mail with more numbers is no reseller note.
@@ -92,9 +99,13 @@ static BLANK: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)
         [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
       | \b(?:https?://|www\.)\S+
-      | [\w.+%-]+@[\w.-]+\.[a-z]{2,}",
+      | [\w.+%-]+@[\w.-]+\.[a-z]{2,}
+      | \b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.(?:example|com|net|org|de|eu|at|ch|nl|uk|io|info|biz|co)\b",
     )
 });
+
+/// What a blanked value looks like after [`blank`] (the shortest host name is longer).
+const BLANKED: &str = "______";
 
 /// Finds the possible IDs in the subject and the blocks of a mail.
 pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> Vec<Found> {
@@ -106,7 +117,11 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
         }],
         html: false,
     };
-    for block in std::iter::once(&subject_block).chain(blocks) {
+    // "Sorry, der Betreff war falsch": the subject's numbers are withdrawn.
+    let subject_retracted = blocks.iter().flat_map(|b| &b.lines).any(|l| {
+        matches!(l.source, Source::Body | Source::Signature) && cues::retracts_subject(&l.text)
+    });
+    for (n, block) in std::iter::once(&subject_block).chain(blocks).enumerate() {
         let blanked: Vec<String> = block.lines.iter().map(|l| blank(&l.text)).collect();
         for (index, line) in block.lines.iter().enumerate() {
             if found.len() >= MAX_FOUND {
@@ -119,11 +134,25 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
                 if found.len() >= MAX_FOUND {
                     break;
                 }
-                found.push(read_context(block, &blanked, index, &token));
+                let mut f = read_context(block, &blanked, index, &token);
+                if n == 0 && subject_retracted && f.disowned.is_none() {
+                    f.disowned = Some("the author says the subject is wrong");
+                }
+                found.push(f);
             }
         }
     }
     found
+}
+
+/// Whether the author says the location (PLA) ID is still missing ("PLA noch nicht
+/// vorhanden"): a lone global account ID is then no new ID at all.
+pub(crate) fn location_pending(subject: &str, blocks: &[Block]) -> bool {
+    cues::says_location_pending(subject)
+        || blocks.iter().flat_map(|b| &b.lines).any(|l| {
+            matches!(l.source, Source::Body | Source::Subject)
+                && cues::says_location_pending(&l.text)
+        })
 }
 
 /// Whether a line of the author's (or forwarded) text talks about the ID at all.
@@ -135,8 +164,9 @@ pub(crate) fn mail_is_about_ids(subject: &str, blocks: &[Block]) -> bool {
         })
 }
 
-/// Replaces GUIDs, URLs and mail addresses with 'x' of the same byte length, so
-/// their digits are not numbers while byte offsets stay valid.
+/// Replaces GUIDs, URLs, mail addresses and host names with '_' of the same byte
+/// length, so their digits are not numbers while byte offsets stay valid; a run of
+/// [`BLANKED`] shows later that a value stood there.
 fn blank(line: &str) -> String {
     if !line.bytes().any(|b| b.is_ascii_digit()) {
         return line.to_string();
@@ -145,7 +175,7 @@ fn blank(line: &str) -> String {
     let mut last = 0;
     for m in BLANK.find_iter(line) {
         out.push_str(&line[last..m.start()]);
-        out.extend(std::iter::repeat_n('x', m.end() - m.start()));
+        out.extend(std::iter::repeat_n('_', m.end() - m.start()));
         last = m.end();
     }
     out.push_str(&line[last..]);
@@ -252,15 +282,34 @@ fn glued_before(line: &str, start: usize) -> bool {
     if prev.is_alphabetic() || prev == '_' {
         return true;
     }
-    // "R-20085", "v1.2", "DE-1234567": a code, not a number.
-    matches!(prev, '-' | '/' | '.' | '+') && before.next().is_some_and(char::is_alphanumeric)
+    // A dial string: "+49 69 365 053 721,,61203345#" (conference ID typed for the phone).
+    if prev == ','
+        && line[..start - 1].ends_with([',', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+    {
+        return true;
+    }
+    // "R-20085", "v1.2", "DE-1234567": a code, not a number. But the ID's own name as
+    // a prefix ("PLA-6402917", "MPN-6284913", "ID-6284913") is how people write the ID.
+    if !matches!(prev, '-' | '/' | '.' | '+') {
+        return false;
+    }
+    let word: String = before.take_while(|c| c.is_alphanumeric()).collect();
+    if word.is_empty() {
+        return false;
+    }
+    let word: String = word.chars().rev().collect::<String>().to_ascii_lowercase();
+    !matches!(
+        word.as_str(),
+        "pla" | "mpn" | "pga" | "id" | "partnerid" | "mcpp"
+    )
 }
 
 fn glued_after(bytes: &[u8], end: usize) -> bool {
     let Some(&next) = bytes.get(end) else {
         return false;
     };
-    if next.is_ascii_alphabetic() || next == b'_' || next == b'@' {
+    // "61203345#": a code typed on a phone keypad (conference ID, PIN), not an ID.
+    if next.is_ascii_alphabetic() || matches!(next, b'_' | b'@' | b'#') {
         return true;
     }
     matches!(next, b'-' | b'/')
@@ -513,6 +562,8 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let distractor = nearest(clause_distractors)
         .filter(|d| clause.len() - d.end <= KEYWORD_REACH)
         .filter(|d| backward_kw.as_ref().is_none_or(|k| d.end > k.end))
+        // "für den neuen Mandanten <host> lautet 6830278": the label has its value.
+        .filter(|d| !clause[d.end..].contains(BLANKED))
         .map(|d| d.text)
         .or_else(|| {
             if backward_kw.is_some() {
@@ -548,6 +599,22 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         }
     }
 
+    let correction = introduced_as_correction(block, blanked, index, token.start);
+    if correction && temporal != Temporal::Negated && !cues::after_says_old(after) {
+        temporal = Temporal::New;
+    }
+    let rest = &line[token.end + after.len()..];
+    let since_prev = {
+        let prev = last_number_end(&clause);
+        let from = prev + cues::leading_note_len(&clause[prev..]);
+        clause.get(from..).unwrap_or("")
+    };
+    // A question about a number the author calls new is a polite one ("ist das so
+    // ok?"); about any other number it asks, and states nothing.
+    let asks = rest.starts_with('?') && temporal != Temporal::New;
+    let disowned =
+        cues::disowned_before(since_prev, window).or_else(|| cues::disowned_after(after, asks));
+
     let evidence: String = block.lines[index].text.trim().chars().take(240).collect();
     Found {
         id: token.digits.clone(),
@@ -561,7 +628,27 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         distractor,
         shape: shape_of(token),
         alone: stands_alone(line, token),
+        disowned,
+        correction,
     }
+}
+
+/// Whether a correction cue stands before the number, on its line or the line above,
+/// with no other number in between (see [`cues::correction_end`]).
+fn introduced_as_correction(block: &Block, blanked: &[String], index: usize, start: usize) -> bool {
+    let source = block.lines[index].source;
+    let mut text = String::new();
+    if let Some(up) = (0..index)
+        .rev()
+        .take(2)
+        .find(|&i| !blanked[i].trim().is_empty())
+        .filter(|&i| block.lines[i].source == source)
+    {
+        text.push_str(&blanked[up]);
+        text.push('\n');
+    }
+    text.push_str(&blanked[index][..start]);
+    cues::correction_end(&text).is_some_and(|end| last_number_end(&text[end..]) == 0)
 }
 
 /// Whether `s` starts with a number of ID size (6+ digits, separators allowed), not
@@ -595,10 +682,18 @@ fn marker_window<'a>(clause: &'a str, line_start: usize, kw: Option<&Cue>) -> &'
     let prev = last_number_end(clause);
     let after_prev = prev + cues::leading_note_len(&clause[prev..]);
     let own_line_text = clause.get(line_start..).unwrap_or("");
+    // Words on the number's own line; "(" of a sentence wrapped before the number
+    // ("die alte\n(5377104)") is no label of its own.
+    let own_line_has_words = own_line_text.chars().any(char::is_alphanumeric);
+    // A heading ("Partner-ID:") above labelled lines, not a sentence wrapped over
+    // lines ("die neue Partner-ID unseres Standorts\nin Regensburg lautet …").
+    let heading_above = clause[..line_start.min(clause.len())]
+        .trim_end()
+        .ends_with(':');
     let from = match kw {
-        // Keyword on a line above: only a label on the number's own line speaks,
+        // Keyword in a heading above: only a label on the number's own line speaks,
         // unless the number stands alone on its line.
-        Some(k) if k.end <= line_start && !own_line_text.trim().is_empty() => line_start,
+        Some(k) if k.end <= line_start && own_line_has_words && heading_above => line_start,
         Some(k) => k.start.saturating_sub(ADJECTIVE_REACH),
         None => clause.len().saturating_sub(40).max(line_start),
     };
@@ -721,6 +816,88 @@ mod tests {
         assert_eq!(ids("ID 6 1 7 3 4 0 2"), ["6173402"]);
         assert!(ids("ab KW 47/2025, Stand 11.2025, 2025/11").is_empty());
         assert_eq!(ids("Ticket #7702145"), ["7702145"]);
+        // The ID's own name as a prefix is no code; a dial string is.
+        assert_eq!(ids("Kennung PLA-6402917."), ["6402917"]);
+        assert_eq!(ids("ID#6520017, MPN-6284913"), ["6520017", "6284913"]);
+        assert!(ids("Konto R-2003145").is_empty());
+        assert!(ids("+49 69 365 053 721,,61203345#").is_empty());
+        assert!(ids("Konferenz-ID: 612 033 45#").is_empty());
+    }
+
+    #[test]
+    fn disowned_numbers() {
+        let d = |lines: &[&str]| {
+            read(lines)
+                .into_iter()
+                .map(|f| f.disowned.is_some())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            d(&["unsere Schwesterfirma hat ihre neue MPN-ID 6592210 bekommen."]),
+            [true]
+        );
+        assert_eq!(
+            d(&["die neue Partner-ID für unsere Tochtergesellschaft X GmbH: 6650934"]),
+            [true]
+        );
+        assert_eq!(d(&["testweise eine Registrierung angelegt (Partner-ID 6498201), die bitte NICHT verwenden."]), [true]);
+        assert_eq!(d(&["Partner-ID 6498201 bitte nicht verwenden."]), [true]);
+        assert_eq!(
+            d(&["Please ignore the ID 7401122 from my email below."]),
+            [true]
+        );
+        assert_eq!(d(&["If the new ID is 7190023, can we send it?"]), [true]);
+        assert_eq!(
+            d(&["unsere MPN-ID: 3190846 - ist die bei Ihnen noch richtig hinterlegt?"]),
+            [true]
+        );
+        // Not disowned: a correction after "ignore my last mail", the old ID
+        // withdrawn after the new one, and a polite question with the new ID.
+        assert_eq!(
+            d(&["Ignore my last mail, the right one is 7245546."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["Neue MPN-ID: 6284913 - die alte bitte nicht mehr verwenden."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["Können Sie unsere neue Partner-ID 6284913 hinterlegen?"]),
+            [false]
+        );
+        assert_eq!(d(&["Die neue MPN-ID ist 6284913, ist das so ok?"]), [false]);
+        // Another party is named, but the author claims the number as their own.
+        assert_eq!(
+            d(&["As the UK subsidiary of Harbour Group we re-registered, and our new location ID is 7401158."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["der Test im Partner Center war erfolgreich, unsere neue Partner-ID ist 6011527."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["als indirekter Anbieter steht dort Nordwind mit der Partner-ID 5001877."]),
+            [true]
+        );
+    }
+
+    #[test]
+    fn corrections_and_labels_with_their_own_value() {
+        let f = read(&[
+            "Our new MPN ID is 7318842.",
+            "",
+            "P.S. Sorry, typo above - it's 7318824.",
+        ]);
+        assert!(!f[0].correction);
+        assert!(f[1].correction && f[1].temporal == Temporal::New);
+        let f = read(&["Nachtrag: Zahlendreher! Richtig ist 6405581."]);
+        assert!(f[0].correction);
+        // The distractor "Mandanten" labels the host name after it, not the number.
+        let f = read(&[
+            "die neue PLA für den neuen Mandanten x2025.onmicrosoft.example lautet 6830278.",
+        ]);
+        assert_eq!((f.len(), f[0].distractor.as_deref()), (1, None));
+        assert_eq!(f[0].temporal, Temporal::New);
     }
 
     #[test]
@@ -835,6 +1012,19 @@ mod tests {
         let f = read(&["move Partner ID 6409981 to 12 customers"]);
         assert_eq!(f[0].temporal, Temporal::Unsaid);
         assert!(read(&["6813097"])[0].alone);
+        // The old ID on the next line of a hard-wrapped sentence, after "(".
+        let f = read(&[
+            "die neue Partner-ID unseres Standorts",
+            "in Regensburg lautet 6712309, die alte",
+            "(5377104) ist ab sofort ungültig.",
+        ]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::New, Temporal::Old)
+        );
+        // "wurde von Microsoft widerrufen" says old without the word "alt".
+        let f = read(&["unsere MPN-ID 4417206 wurde von Microsoft widerrufen."]);
+        assert_eq!(f[0].temporal, Temporal::Old);
         assert!(!read(&["Ticket 6813097"])[0].alone);
     }
 }

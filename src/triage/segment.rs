@@ -111,6 +111,19 @@ static MOBILE_FOOTER: LazyLock<Regex> = LazyLock::new(|| {
         r"(?i)^(?:sent\s+from\s+my\b|von\s+meinem\s+.{1,40}\s+gesendet|gesendet\s+von\s+meinem\b|get\s+outlook\s+for\b|outlook\s+für\s+\w+\s+beziehen|diese\s+nachricht\s+wurde\s+von\s+meinem)",
     )
 });
+/// A company's legal form ("GmbH", "Ltd", "B.V.", "GmbH & Co. KG"), case-sensitive
+/// because "AG", "AS" or "SE" in lower case are ordinary words.
+static LEGAL_FORM: LazyLock<Regex> = LazyLock::new(|| {
+    regex(
+        r"\b(?:GmbH|AG|KG|OHG|UG|GbR|SE|e\.\s?K\.|Ltd|LTD|Limited|LLC|Inc|PLC|plc|B\.V\.|BV|N\.V\.|AS|A/S|AB|Pty|S\.A\.|Oy)(?:\b|$)",
+    )
+});
+/// The separators of a business-card line: "Anton Ketterer | Firma GmbH · Straße 1".
+static CARD_SEPARATOR: LazyLock<Regex> = LazyLock::new(|| regex(r"\s[|·•]\s"));
+/// A postscript: the author writes again below the signature ("P.S. …", "PS:",
+/// "Nachtrag:").
+static POSTSCRIPT: LazyLock<Regex> =
+    LazyLock::new(|| regex(r"(?i)^(?:p\.\s?(?:p\.\s?)?s\.|ps\s*:|pps\s*:|nachtrag\s*:)"));
 static EMAIL: LazyLock<Regex> =
     LazyLock::new(|| regex(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}"));
 
@@ -224,7 +237,10 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
             forward_reach = 0;
             state
         } else {
-            if is_signature_start(t, author_lines) {
+            if state == Source::Signature && POSTSCRIPT.is_match(t) {
+                state = Source::Body;
+            }
+            if is_signature_start(t, author_lines, part.html) {
                 state = match state {
                     Source::Body => Source::Signature,
                     Source::Forwarded => Source::ForwardedSignature,
@@ -319,7 +335,7 @@ fn is_header_block(lines: &[&str], i: usize) -> bool {
     others >= 2
 }
 
-fn is_signature_start(t: &str, author_lines: usize) -> bool {
+fn is_signature_start(t: &str, author_lines: usize, html: bool) -> bool {
     if t == "--" || t == "-- " || t == "—" {
         return true;
     }
@@ -328,7 +344,18 @@ fn is_signature_start(t: &str, author_lines: usize) -> bool {
     }
     // A closing phrase ends the message only after some text of the author, and is
     // short: "Danke für Ihre schnelle Hilfe bei der Umstellung" is not a closing.
-    author_lines > 0 && t.chars().count() <= 45 && CLOSING.is_match(t)
+    if author_lines > 0 && t.chars().count() <= 45 && CLOSING.is_match(t) {
+        return true;
+    }
+    // A signature without a closing phrase still starts with a card line: name or
+    // address and the company with its legal form, joined by '|' or '·'. A sentence
+    // naming the company has no such separator. Not in text converted from HTML,
+    // whose table rows are joined with the same " | ".
+    !html
+        && author_lines > 0
+        && t.len() <= 200
+        && CARD_SEPARATOR.is_match(t)
+        && LEGAL_FORM.is_match(t)
 }
 
 #[cfg(test)]
@@ -406,6 +433,31 @@ mod tests {
         assert_eq!(source_of(&s, "Tel."), Source::Signature);
         let s = sources("Danke,\nunsere neue ID ist 1\n", false);
         assert_eq!(source_of(&s, "neue ID"), Source::Body);
+    }
+
+    #[test]
+    fn a_postscript_is_the_authors_again() {
+        let s = sources(
+            "ID 1\n\nBest,\nSanne\n\nP.S. Sorry, typo above - it's 2.\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "Sanne"), Source::Signature);
+        assert_eq!(source_of(&s, "P.S."), Source::Body);
+    }
+
+    #[test]
+    fn a_card_line_starts_the_signature() {
+        let s = sources(
+            "die neue ID ist 1.\n\nAnton Ketterer | Schwarzwald Bürotechnik GmbH\nMicrosoft Partner ID 2\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "neue ID"), Source::Body);
+        assert_eq!(source_of(&s, "Partner ID 2"), Source::Signature);
+        let s = sources(
+            "Wir, die Schwarzwald Bürotechnik GmbH, haben die ID 1.\nsee you | as agreed\n",
+            false,
+        );
+        assert_eq!(source_of(&s, "see you"), Source::Body);
     }
 
     #[test]

@@ -338,7 +338,8 @@ def backlog(a, dv, mails, n, root):
     fetch_s = time.time() - t0
     got, size, cpu = out.stdout.split()
     record(f"backlog N={n}", "fetch-only IMAP client (imaplib, 50/batch)",
-           f"{fetch_s:.2f} s, {n / fetch_s:,.0f} mails/s (client CPU {float(cpu):.2f} s)")
+           f"{fetch_s:.2f} s, {n / fetch_s:,.0f} mails/s ({got} mails, {int(size) / 1e6:.1f} MB; "
+           f"client CPU {float(cpu):.2f} s)")
 
     # mpnd.
     user = f"mpnd{n}"
@@ -348,6 +349,11 @@ def backlog(a, dv, mails, n, root):
     watch = dv.login(user)
     t0 = time.time()
     proc = d.start()
+    perf = None
+    if a.attach:
+        # A profiler attached to the daemon for this run, e.g. perf or strace.
+        perf = spawn(a.attach.format(pid=proc.pid, n=n).split(), stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL)
     inbox_empty = None
     hwm = None
     deadline = t0 + a.phase_timeout
@@ -376,6 +382,10 @@ def backlog(a, dv, mails, n, root):
     end = max(inbox_empty, last_sent)
     hwm = proc_status(proc.pid, "VmHWM") or hwm
     cpu = proc_cpu(proc.pid)
+    if perf:
+        os.killpg(perf.pid, signal.SIGINT)
+        perf.wait(30)
+        PROCS.remove(perf)
     watch.logout()
     d.stop()
     sink.stop()
@@ -451,8 +461,9 @@ def latency_gate_idle(a, dv, mails, root):
     apply_files = [os.path.join(mails, m[0]) for m in manifest if m[1] == "apply"]
     random.seed(7)
 
+    floor = None
     if "latency" in a.phases:
-        lat = idle_floor(dv, "floor", apply_files, a.floor_mails)
+        lat = floor = idle_floor(dv, "floor", apply_files, a.floor_mails)
         record("latency", f"Dovecot floor: APPEND → IDLE `EXISTS` ({len(lat)} mails)",
                f"p50 {pct(lat, 50) * 1000:.0f} ms, p99 {pct(lat, 99) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms")
 
@@ -488,6 +499,9 @@ def latency_gate_idle(a, dv, mails, root):
         record("latency", f"mpnd: APPEND → confirmation accepted ({len(lat)} mails, {missing} missing)",
                f"p50 {pct(lat, 50) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms",
                "p99 ≤ 250 ms", "met" if p99 <= 0.25 and not missing else "MISSED")
+        if floor:
+            record("latency", "mpnd's own share (mpnd p50/p99 minus Dovecot floor p50)",
+                   f"p50 {(pct(lat, 50) - pct(floor, 50)) * 1000:.0f} ms, p99 {(p99 - pct(floor, 50)) * 1000:.0f} ms")
 
     if "gate" in a.phases:
         lua = os.path.join(root, "auth.lua")
@@ -499,9 +513,15 @@ def latency_gate_idle(a, dv, mails, root):
         if check.stdout.strip() not in ("200", ""):
             log(f"gate answers {check.stdout!r} before wrk")
         cpu0 = proc_cpu(proc.pid)
+        prof = spawn(a.attach.format(pid=proc.pid, n="gate").split(), stdout=subprocess.DEVNULL,
+                     stderr=subprocess.DEVNULL) if a.attach else None
         out = subprocess.run(["wrk", "-t2", "-c50", f"-d{a.gate_secs}s", "--latency", "-s", lua, url],
                              capture_output=True, text=True, timeout=a.gate_secs + 60)
         cpu = proc_cpu(proc.pid) - cpu0
+        if prof:
+            os.killpg(prof.pid, signal.SIGINT)
+            prof.wait(30)
+            PROCS.remove(prof)
         with open(os.path.join(root, "wrk.txt"), "w") as f:
             f.write(out.stdout + out.stderr)
         rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout).group(1))
@@ -590,6 +610,10 @@ def main():
     ap.add_argument("--idle-secs", type=int, default=60)
     ap.add_argument("--cycle-secs", type=int, default=120)
     ap.add_argument("--phase-timeout", type=int, default=900)
+    ap.add_argument("--attach", metavar="CMD",
+                    help="a profiler to attach to mpnd during each backlog run; {pid} and {n} are "
+                         "replaced, e.g. 'perf record -g -p {pid} -o /tmp/perf-{n}.data' or "
+                         "'strace -c -f -w -p {pid} -o /tmp/strace-{n}.txt'; it gets SIGINT at the end")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, stores)")
     a = ap.parse_args()
     a.phases = set(a.phases.split(","))

@@ -92,6 +92,11 @@ pub async fn run(
         .map(|a| a.to_string())
         .unwrap_or_default();
 
+    // Ready: the store is open and migrated, the gate's port is bound (it accepts
+    // connections from here on). Said before any task can report a STATUS.
+    tracing::info!(config = %config.source, state_dir = %config.state_dir.display(), gate = %gate_addr, "mpnd started");
+    notifier.ready(&format!("running; gate on {gate_addr}"));
+
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(mailer::run(
         store.clone(),
@@ -165,8 +170,6 @@ pub async fn run(
         ));
     }
 
-    tracing::info!(config = %config.source, state_dir = %config.state_dir.display(), gate = %gate_addr, "mpnd started");
-    notifier.ready(&format!("running; gate on {gate_addr}"));
 
     shutdown.cancelled().await;
     tracing::info!("stopping");

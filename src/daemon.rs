@@ -73,7 +73,7 @@ pub async fn run(
     let notifier = Arc::new(Notifier::from_env());
     let templates = Templates::load(config.templates_dir.as_deref())?;
     let store = Store::open(&config.db_path())?;
-    let gate_store = Store::open(&config.db_path())?;
+    let gate_store = gate::ReadPool::open(&config.db_path(), 4)?;
     let token = gate::load_or_create_token(&config.gate.token_file)?;
     let listener = gate::bind(config.gate.listen).await?;
     let health = Arc::new(Health::default());
@@ -98,8 +98,9 @@ pub async fn run(
     notifier.ready(&format!("running; gate on {gate_addr}"));
 
     let mut tasks = tokio::task::JoinSet::new();
+    let mailer_store = Arc::new(Mutex::new(Store::open_relaxed(&config.db_path())?));
     tasks.spawn(mailer::run(
-        store.clone(),
+        mailer_store,
         config.smtp.clone(),
         nudge_rx,
         shutdown.clone(),
@@ -115,7 +116,7 @@ pub async fn run(
     }
     {
         let (h, s) = (health.clone(), shutdown.clone());
-        let gs = Arc::new(Mutex::new(gate_store));
+        let gs = Arc::new(gate_store);
         tasks.spawn(async move {
             if let Err(e) = gate::serve(listener, gs, token, h, s).await {
                 tracing::error!("{e:#}");
@@ -169,7 +170,6 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-
 
     shutdown.cancelled().await;
     tracing::info!("stopping");

@@ -8,7 +8,7 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
@@ -42,9 +42,39 @@ pub struct Health {
     pub gate_unauthorized: AtomicU64,
 }
 
+/// Read connections for the gate, so requests on both cores need not queue on
+/// one connection's lock (SQLite in WAL mode serves readers in parallel).
+pub struct ReadPool {
+    conns: Vec<Mutex<Store>>,
+    next: AtomicUsize,
+}
+
+impl ReadPool {
+    pub fn open(path: &std::path::Path, size: usize) -> Result<ReadPool> {
+        let conns = (0..size.max(1))
+            .map(|_| Store::open(path).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(ReadPool {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    /// A free connection if there is one, else the next in turn.
+    fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Store>> {
+        for c in &self.conns {
+            if let Ok(guard) = c.try_lock() {
+                return Ok(guard);
+            }
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.conns.len();
+        self.conns[i].lock()
+    }
+}
+
 #[derive(Clone)]
 struct AppState {
-    store: Arc<Mutex<Store>>,
+    store: Arc<ReadPool>,
     token: Arc<String>,
     health: Arc<Health>,
 }
@@ -237,7 +267,7 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    store: Arc<Mutex<Store>>,
+    store: Arc<ReadPool>,
     token: String,
     health: Arc<Health>,
     shutdown: CancellationToken,

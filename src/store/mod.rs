@@ -33,6 +33,7 @@ use crate::reply::Templates;
 const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_initial.sql"),
     include_str!("../../migrations/002_backend.sql"),
+    include_str!("../../migrations/003_indexes.sql"),
 ];
 
 /// What a write needs besides its arguments: the time, and how to render the
@@ -66,6 +67,19 @@ pub struct AuditEvent {
 impl Store {
     /// Opens (creating if needed) the store and brings its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, "FULL")
+    }
+
+    /// A connection for bookkeeping that decides nothing about the inbox (the
+    /// mailer's "sent" marks): its commits skip the fsync (`synchronous =
+    /// NORMAL`; the next FULL commit of any connection makes them durable). A power
+    /// cut can forget such a mark, and the mail is sent again with the same
+    /// Message-ID; it can never lose a case.
+    pub fn open_relaxed(path: &Path) -> Result<Store> {
+        Store::open_with(path, "NORMAL")
+    }
+
+    fn open_with(path: &Path, synchronous: &str) -> Result<Store> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create state directory {}", dir.display()))?;
@@ -74,9 +88,9 @@ impl Store {
             .with_context(|| format!("cannot open store {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         // FULL: a commit is on disk before the mail is moved out of the inbox.
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;",
-        )
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
+        ))
         .with_context(|| format!("cannot configure store {}", path.display()))?;
         let mut store = Store { conn };
         store

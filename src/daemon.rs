@@ -24,8 +24,7 @@ use crate::backend::{Backend, Verification};
 use crate::config::{Auth, Config, ImapConfig, MailboxConfig, Tls};
 use crate::gate::{self, Health};
 use crate::mailbox::imap::{self, Cursor, ImapAuth, ImapMailbox, ImapSettings, TlsMode};
-use crate::mailbox::maildir::{Entry, Maildir};
-use crate::mailbox::Destination;
+use crate::mailbox::maildir::Maildir;
 use crate::mailer;
 use crate::notify::{self, Notifier};
 use crate::oauth::TokenSource;
@@ -340,6 +339,34 @@ pub fn stop_on_signals(token: CancellationToken) {
     });
 }
 
+/// One mail to process: where it sits and its bytes (`None` when too large to fetch).
+pub struct Item<'a> {
+    pub position: String,
+    pub uidvalidity: u32,
+    pub size: u64,
+    pub raw: Option<&'a [u8]>,
+}
+
+/// What the registry looks like once `t` (an apply) is committed: its ID is the
+/// reseller's current one, and the ID it replaces is old (as `Store::registry`
+/// would say after the commit).
+fn note_apply(registry: &mut Registry, t: &Triage) {
+    let (Some(account), Some(id)) = (&t.reseller, &t.mpn_id) else {
+        return;
+    };
+    if let Some(r) = registry
+        .resellers
+        .iter_mut()
+        .find(|r| &r.account == account)
+    {
+        if let Some(previous) = r.current_id.replace(id.to_string()) {
+            if previous != id.as_str() && !r.old_ids.contains(&previous) {
+                r.old_ids.push(previous);
+            }
+        }
+    }
+}
+
 /// What processing one mail needs, shared by every mailbox kind.
 pub struct Pipeline {
     pub store: Arc<Mutex<Store>>,
@@ -353,97 +380,111 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Triage, verify and commit one mail; returns where it must go, or `None`
-    /// when the mail must stay in the inbox for now (its ID could not be verified:
-    /// try again later). A mail seen before (same Message-ID or position) is not
-    /// processed again.
-    pub async fn process(
-        &self,
-        registry: &Registry,
-        position: &str,
-        uidvalidity: u32,
-        size: u64,
-        raw: Option<&[u8]>,
-    ) -> Result<Option<Committed>> {
+    /// Triage, verify and commit a batch of mails in one store transaction;
+    /// returns, per mail, where it must go, or `None` when it must stay in the
+    /// inbox for now (its ID could not be verified: try again later). A mail seen
+    /// before (same Message-ID or position) is not processed again.
+    ///
+    /// Mails are triaged in order against a registry that learns each apply of
+    /// the batch (the ID becomes taken, the reseller's previous one old), exactly
+    /// as if each had been committed before the next was triaged.
+    pub async fn process_batch(&self, items: &[Item<'_>]) -> Result<Vec<Option<Committed>>> {
         let live = self.live.read().expect("config lock poisoned").clone();
         let config = &live.config;
-        self.health.heartbeat.store(now(), Ordering::Relaxed);
-        let mut t = match raw {
-            Some(raw) if size <= config.max_message_size => {
-                triage_guarded(raw, registry, &config.policy)
-            }
-            _ => oversize(size, config.max_message_size),
-        };
-        let key = match (&t.headers.message_id, raw) {
-            (Some(id), _) => format!("mid:{id}"),
-            (None, Some(raw)) => format!("sha256:{:x}", Sha256::digest(raw)),
-            (None, None) => format!("pos:{}:{uidvalidity}:{position}", self.mailbox),
-        };
-        let incoming = Incoming {
-            key,
-            mailbox: self.mailbox.clone(),
-            uidvalidity,
-            position: position.to_string(),
-            size,
-            raw,
-        };
-        let ctx = Ctx {
-            now: now(),
-            from: &config.smtp.from,
-            templates: &live.templates,
-            max_per_recipient_per_day: config.smtp.max_per_recipient_per_day,
-            actor: "mpnd",
-        };
-        if t.decision == Decision::Apply && live.backend.verifies() {
-            let seen = self
-                .store
-                .lock()
-                .expect("store lock poisoned")
-                .seen(&incoming)?;
-            if let Some(seen) = seen {
-                return Ok(Some(seen));
-            }
-            if let Some(id) = t.mpn_id.clone() {
-                if !self.verify(&mut t, &id).await {
-                    return Ok(None);
+        let mut registry = self.registry()?;
+        let mut prepared: Vec<Option<(Incoming<'_>, Triage)>> = Vec::with_capacity(items.len());
+        for item in items {
+            self.health.heartbeat.store(now(), Ordering::Relaxed);
+            let mut t = match item.raw {
+                Some(raw) if item.size <= config.max_message_size => {
+                    triage_guarded(raw, &registry, &config.policy)
+                }
+                _ => oversize(item.size, config.max_message_size),
+            };
+            let key = match (&t.headers.message_id, item.raw) {
+                (Some(id), _) => format!("mid:{id}"),
+                (None, Some(raw)) => format!("sha256:{:x}", Sha256::digest(raw)),
+                (None, None) => format!(
+                    "pos:{}:{}:{}",
+                    self.mailbox, item.uidvalidity, item.position
+                ),
+            };
+            let incoming = Incoming {
+                key,
+                mailbox: self.mailbox.clone(),
+                uidvalidity: item.uidvalidity,
+                position: item.position.clone(),
+                size: item.size,
+                raw: item.raw,
+            };
+            if t.decision == Decision::Apply && live.backend.verifies() {
+                let seen = self
+                    .store
+                    .lock()
+                    .expect("store lock poisoned")
+                    .seen(&incoming)?;
+                if seen.is_none() {
+                    if let Some(id) = t.mpn_id.clone() {
+                        if !self.verify(&mut t, &id).await {
+                            prepared.push(None);
+                            continue;
+                        }
+                    }
                 }
             }
+            if t.decision == Decision::Apply {
+                note_apply(&mut registry, &t);
+            }
+            prepared.push(Some((incoming, t)));
         }
-        let ctx = Ctx { now: now(), ..ctx };
+        let ctx = live.ctx("mpnd");
+        let batch: Vec<(&Incoming<'_>, &Triage)> =
+            prepared.iter().flatten().map(|(m, t)| (m, t)).collect();
         // SQLite with fsync: blocking work, moved off the async worker so the gate
         // keeps answering during a large backlog.
         let committed = tokio::task::block_in_place(|| {
             self.store
                 .lock()
                 .expect("store lock poisoned")
-                .commit(&incoming, &t, &ctx)
+                .commit_many(&batch, &ctx)
         });
         // /healthz reports a store that cannot be written (disk full, read-only),
         // which a read alone would not notice.
         self.health
             .store_write_failing
             .store(committed.is_err(), Ordering::Relaxed);
-        let committed = committed?;
-        if committed.duplicate {
-            tracing::info!(
-                position,
-                case = committed.case_id,
-                "already committed; moving it again"
-            );
-        } else {
-            tracing::info!(
-                case = committed.case_id,
-                reseller = t.reseller.as_deref().unwrap_or("-"),
-                outcome = t.outcome.as_str(),
-                decision = t.decision.as_str(),
-                mpn_id = t.mpn_id.as_ref().map(|i| i.as_str()).unwrap_or("-"),
-                reasons = %t.reasons.join("; "),
-                "mail triaged"
-            );
+        let mut committed = committed?.into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        let mut fresh = false;
+        for (item, p) in items.iter().zip(&prepared) {
+            let Some((_, t)) = p else {
+                out.push(None);
+                continue;
+            };
+            let Some(c) = committed.next() else {
+                anyhow::bail!("the store answered fewer results than mails in the batch");
+            };
+            if c.duplicate {
+                tracing::info!(position = %item.position, case = c.case_id, "already committed; moving it again");
+            } else {
+                fresh = true;
+                tracing::info!(
+                    case = c.case_id,
+                    reseller = t.reseller.as_deref().unwrap_or("-"),
+                    outcome = t.outcome.as_str(),
+                    decision = t.decision.as_str(),
+                    mpn_id = t.mpn_id.as_ref().map(|i| i.as_str()).unwrap_or("-"),
+                    reasons = %t.reasons.join("; "),
+                    "mail triaged"
+                );
+            }
+            out.push(Some(c));
+        }
+        if fresh {
             let _ = self.nudge.try_send(());
             let _ = self.jobs.try_send(());
         }
-        Ok(Some(committed))
+        Ok(out)
     }
 
     /// Adds Microsoft's answer to the triage: evidence when valid, a rejection
@@ -589,51 +630,56 @@ async fn maildir_loop(maildir: Arc<Maildir>, p: Arc<Pipeline>, shutdown: Cancell
     }
 }
 
+/// Mails read and committed together (one transaction, one fsync).
+const MAILDIR_BATCH: usize = 50;
+
 async fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationToken) -> Result<()> {
     let entries = maildir.scan()?;
     p.health
         .backlog
         .store(entries.len() as u64, Ordering::Relaxed);
-    if entries.is_empty() {
-        return Ok(());
-    }
-    let mut registry = p.registry()?;
-    for entry in entries {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let Some(committed) = process_file(p, &registry, &entry).await? else {
-            // Not decided yet (verification unavailable): it stays in the inbox.
-            continue;
-        };
-        maildir.settle(&entry, committed.destination)?;
-        p.health.processed.fetch_add(1, Ordering::Relaxed);
-        p.health.backlog.fetch_sub(1, Ordering::Relaxed);
-        if committed.destination == Destination::Processed && !committed.duplicate {
-            // An applied ID is taken from now on: the next mail must see that.
-            registry = p.registry()?;
-        }
-    }
-    Ok(())
-}
-
-async fn process_file(
-    p: &Pipeline,
-    registry: &Registry,
-    entry: &Entry,
-) -> Result<Option<Committed>> {
     let max = p
         .live
         .read()
         .expect("config lock poisoned")
         .config
         .max_message_size;
-    if entry.size > max {
-        return p.process(registry, &entry.name, 0, entry.size, None).await;
+    for chunk in entries.chunks(MAILDIR_BATCH) {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        // An oversize mail is not read at all; its case says so.
+        let raws = chunk
+            .iter()
+            .map(|e| {
+                if e.size > max {
+                    Ok(None)
+                } else {
+                    read_file(&e.path).map(Some)
+                }
+            })
+            .collect::<Result<Vec<Option<Vec<u8>>>>>()?;
+        let items: Vec<Item<'_>> = chunk
+            .iter()
+            .zip(&raws)
+            .map(|(e, raw)| Item {
+                position: e.name.clone(),
+                uidvalidity: 0,
+                size: raw.as_ref().map_or(e.size, |r| r.len() as u64),
+                raw: raw.as_deref(),
+            })
+            .collect();
+        let results = p.process_batch(&items).await?;
+        for (entry, committed) in chunk.iter().zip(results) {
+            // None: not decided yet (verification unavailable), it stays in the inbox.
+            if let Some(committed) = committed {
+                maildir.settle(entry, committed.destination)?;
+                p.health.processed.fetch_add(1, Ordering::Relaxed);
+                p.health.backlog.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
     }
-    let raw = read_file(&entry.path)?;
-    p.process(registry, &entry.name, 0, raw.len() as u64, Some(&raw))
-        .await
+    Ok(())
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>> {
@@ -802,21 +848,21 @@ async fn imap_drain(
         p.health
             .backlog
             .store(batch.len() as u64, Ordering::Relaxed);
-        let mut registry = p.registry()?;
+        if shutdown.is_cancelled() {
+            return Ok(());
+        }
         let mut lowest_held = lowest_held;
-        for f in batch {
-            if shutdown.is_cancelled() {
-                return Ok(());
-            }
-            let committed = p
-                .process(
-                    &registry,
-                    &f.uid.to_string(),
-                    next.uidvalidity,
-                    f.size,
-                    f.raw.as_deref(),
-                )
-                .await?;
+        let items: Vec<Item<'_>> = batch
+            .iter()
+            .map(|f| Item {
+                position: f.uid.to_string(),
+                uidvalidity: next.uidvalidity,
+                size: f.size,
+                raw: f.raw.as_deref(),
+            })
+            .collect();
+        let results = p.process_batch(&items).await?;
+        for (f, committed) in batch.iter().zip(results) {
             let Some(committed) = committed else {
                 lowest_held = lowest_held.or(Some(f.uid));
                 continue;
@@ -824,9 +870,6 @@ async fn imap_drain(
             mb.settle(f.uid, committed.destination).await?;
             p.health.processed.fetch_add(1, Ordering::Relaxed);
             p.health.heartbeat.store(now(), Ordering::Relaxed);
-            if committed.destination == Destination::Processed && !committed.duplicate {
-                registry = p.registry()?;
-            }
         }
         let next_uid = lowest_held.map_or(next.next_uid, |h| h.min(next.next_uid));
         p.store.lock().expect("store lock poisoned").set_cursor(

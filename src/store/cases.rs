@@ -154,102 +154,33 @@ pub(super) fn job_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 impl Store {
     /// Where an already committed mail went, found by its key or its position.
     pub fn seen(&self, m: &Incoming<'_>) -> Result<Option<Committed>> {
-        let row: Option<(String, Option<i64>)> = self
-            .conn
-            .query_row(
-                "SELECT m.destination, (SELECT c.id FROM cases c WHERE c.message_id = m.id ORDER BY c.id LIMIT 1)
-                 FROM messages m
-                 WHERE m.message_key = ?1 OR (m.mailbox = ?2 AND m.uidvalidity = ?3 AND m.position = ?4)
-                 ORDER BY m.id LIMIT 1",
-                params![m.key, m.mailbox, m.uidvalidity as i64, m.position],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        Ok(row.map(|(d, case)| Committed {
-            case_id: case.unwrap_or(0),
-            destination: dest_parse(&d),
-            duplicate: true,
-        }))
+        seen_in(&self.conn, m)
     }
 
     /// Records one triaged mail and everything that follows from it, atomically.
     pub fn commit(&mut self, m: &Incoming<'_>, t: &Triage, ctx: &Ctx<'_>) -> Result<Committed> {
-        if let Some(seen) = self.seen(m)? {
-            return Ok(seen);
-        }
+        let mut done = self.commit_many(&[(m, t)], ctx)?;
+        Ok(done.remove(0))
+    }
+
+    /// Records a batch of triaged mails in ONE transaction: all of them or none,
+    /// with one fsync for the batch instead of one per mail. A mail seen before
+    /// (also earlier in the same batch) is only reported, not recorded again.
+    pub fn commit_many(
+        &mut self,
+        items: &[(&Incoming<'_>, &Triage)],
+        ctx: &Ctx<'_>,
+    ) -> Result<Vec<Committed>> {
         let tx = self.write()?;
-        let held: Triage;
-        let why_hold = match (t.decision, &t.reseller, &t.mpn_id) {
-            (Decision::Apply, Some(account), Some(_)) => newer_case(&tx, account, t.headers.date)?,
-            // Triage promises an account and an ID with every apply; if it ever
-            // does not, hold the mail for a person rather than guess.
-            (Decision::Apply, _, _) => Some("incomplete result: no reseller or no ID".into()),
-            _ => None,
-        };
-        let t = match why_hold {
-            Some(why) => {
-                let mut h = t.clone();
-                h.decision = Decision::Review;
-                h.reasons.push(why);
-                held = h;
-                &held
-            }
-            None => t,
-        };
-        let destination = destination_of(t.decision);
-        tx.execute(
-            "INSERT INTO messages (message_key, mailbox, uidvalidity, position, size, raw, received_at, destination)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![m.key, m.mailbox, m.uidvalidity as i64, m.position, m.size as i64, m.raw, ctx.now, dest_str(destination)],
-        )
-        .context("cannot record message")?;
-        let message_id = tx.last_insert_rowid();
-        let state = match t.decision {
-            Decision::Apply => "updating",
-            Decision::Review => "review",
-            Decision::Reject => "rejected",
-            Decision::Ignore => "ignored",
-        };
-        let triage_json = serde_json::to_string(t)?;
-        tx.execute(
-            "INSERT INTO cases (message_id, created_at, updated_at, sender, subject, account, outcome, decision,
-             mpn_id, state, reasons, triage, decided_by) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'mpnd')",
-            params![
-                message_id,
-                ctx.now,
-                t.headers.from.clone().unwrap_or_default(),
-                t.headers.subject,
-                t.reseller,
-                t.outcome.as_str(),
-                t.decision.as_str(),
-                t.mpn_id.as_ref().map(|i| i.to_string()),
-                state,
-                serde_json::to_string(&t.reasons)?,
-                triage_json,
-            ],
-        )?;
-        let case_id = tx.last_insert_rowid();
-        audit(
-            &tx,
-            ctx,
-            &format!("case.{}", t.decision.as_str()),
-            Some(case_id),
-            t.reseller.as_deref(),
-            None,
-            &format!(
-                "outcome {}, ID {}, {}",
-                t.outcome.as_str(),
-                t.mpn_id.as_ref().map(|i| i.as_str()).unwrap_or("-"),
-                t.reasons.join("; ")
-            ),
-        )?;
-        follow_decision(&tx, case_id, t, ctx)?;
+        let mut out = Vec::with_capacity(items.len());
+        for (m, t) in items {
+            out.push(match seen_in(&tx, m)? {
+                Some(seen) => seen,
+                None => commit_in(&tx, m, t, ctx)?,
+            });
+        }
         tx.commit().context("cannot commit case")?;
-        Ok(Committed {
-            case_id,
-            destination,
-            duplicate: false,
-        })
+        Ok(out)
     }
 
     pub fn cases(&self, state: Option<&str>, account: Option<&str>) -> Result<Vec<CaseRow>> {
@@ -571,6 +502,107 @@ fn describe_job(job: &JobRow) -> String {
         Some(s) => format!("subscription {s}: partner ID {}", job.mpn_id),
         None => format!("account {}: MPN ID {}", job.account, job.mpn_id),
     }
+}
+
+/// Where an already committed mail went, found by its key or its position.
+fn seen_in(conn: &rusqlite::Connection, m: &Incoming<'_>) -> Result<Option<Committed>> {
+    let row: Option<(String, Option<i64>)> = conn
+        .prepare_cached(
+            "SELECT m.destination, (SELECT c.id FROM cases c WHERE c.message_id = m.id ORDER BY c.id LIMIT 1)
+             FROM messages m
+             WHERE m.message_key = ?1 OR (m.mailbox = ?2 AND m.uidvalidity = ?3 AND m.position = ?4)
+             ORDER BY m.id LIMIT 1",
+        )?
+        .query_row(
+            params![m.key, m.mailbox, m.uidvalidity as i64, m.position],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .optional()?;
+    Ok(row.map(|(d, case)| Committed {
+        case_id: case.unwrap_or(0),
+        destination: dest_parse(&d),
+        duplicate: true,
+    }))
+}
+
+/// One mail's message row, case and follow-up, inside the caller's transaction.
+fn commit_in(
+    tx: &Transaction<'_>,
+    m: &Incoming<'_>,
+    t: &Triage,
+    ctx: &Ctx<'_>,
+) -> Result<Committed> {
+    let held: Triage;
+    let why_hold = match (t.decision, &t.reseller, &t.mpn_id) {
+        (Decision::Apply, Some(account), Some(_)) => newer_case(tx, account, t.headers.date)?,
+        // Triage promises an account and an ID with every apply; if it ever
+        // does not, hold the mail for a person rather than guess.
+        (Decision::Apply, _, _) => Some("incomplete result: no reseller or no ID".into()),
+        _ => None,
+    };
+    let t = match why_hold {
+        Some(why) => {
+            let mut h = t.clone();
+            h.decision = Decision::Review;
+            h.reasons.push(why);
+            held = h;
+            &held
+        }
+        None => t,
+    };
+    let destination = destination_of(t.decision);
+    tx.execute(
+            "INSERT INTO messages (message_key, mailbox, uidvalidity, position, size, raw, received_at, destination)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![m.key, m.mailbox, m.uidvalidity as i64, m.position, m.size as i64, m.raw, ctx.now, dest_str(destination)],
+        )
+        .context("cannot record message")?;
+    let message_id = tx.last_insert_rowid();
+    let state = match t.decision {
+        Decision::Apply => "updating",
+        Decision::Review => "review",
+        Decision::Reject => "rejected",
+        Decision::Ignore => "ignored",
+    };
+    let triage_json = serde_json::to_string(t)?;
+    tx.execute(
+            "INSERT INTO cases (message_id, created_at, updated_at, sender, subject, account, outcome, decision,
+             mpn_id, state, reasons, triage, decided_by) VALUES (?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'mpnd')",
+            params![
+                message_id,
+                ctx.now,
+                t.headers.from.clone().unwrap_or_default(),
+                t.headers.subject,
+                t.reseller,
+                t.outcome.as_str(),
+                t.decision.as_str(),
+                t.mpn_id.as_ref().map(|i| i.to_string()),
+                state,
+                serde_json::to_string(&t.reasons)?,
+                triage_json,
+            ],
+        )?;
+    let case_id = tx.last_insert_rowid();
+    audit(
+        tx,
+        ctx,
+        &format!("case.{}", t.decision.as_str()),
+        Some(case_id),
+        t.reseller.as_deref(),
+        None,
+        &format!(
+            "outcome {}, ID {}, {}",
+            t.outcome.as_str(),
+            t.mpn_id.as_ref().map(|i| i.as_str()).unwrap_or("-"),
+            t.reasons.join("; ")
+        ),
+    )?;
+    follow_decision(tx, case_id, t, ctx)?;
+    Ok(Committed {
+        case_id,
+        destination,
+        duplicate: false,
+    })
 }
 
 /// What a decision sets going: the update for an apply, the reply for a reject.

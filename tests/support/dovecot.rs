@@ -396,6 +396,11 @@ impl Dovecot {
             .args(["-KILL", "--", &format!("-{pid}")])
             .status();
         self.reap(Duration::from_secs(10));
+        // A killed Dovecot leaves its Maildir dotlocks behind; a restarted one
+        // waits for them to go stale (two minutes) before a SELECT answers. That is
+        // Dovecot's recovery, not the client's, so the harness clears them as an
+        // administrator restarting a crashed server would.
+        remove_named(&self.dir.path().join("home"), "dovecot-uidlist.lock");
     }
 
     /// The master's pid from `base_dir/master.pid` (with -F it is our child's).
@@ -808,4 +813,17 @@ fn to_crlf(raw: &[u8]) -> Vec<u8> {
         prev = b;
     }
     out
+}
+
+/// Removes every file called `name` below `dir`.
+fn remove_named(dir: &Path, name: &str) {
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.is_dir() {
+            remove_named(&path, name);
+        } else if e.file_name() == name {
+            let _ = fs::remove_file(&path);
+        }
+    }
 }

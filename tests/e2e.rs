@@ -1011,6 +1011,81 @@ fn smtp_password_auth_over_starttls_and_a_wrong_password_is_parked_and_never_log
 }
 
 #[test]
+fn smtp_xoauth2_delivers_and_a_revoked_token_is_replaced_on_retry() {
+    const USER: &str = "mailer@nordwind-dist.example";
+    let oauth = support::OAuthServer::start(USER);
+    let mut smtp = tls_sink(SinkTls::Starttls, None, Some(oauth.introspection_url()));
+    let mut w = World::new(|dir| {
+        let secret = dir.join("client.secret");
+        std::fs::write(&secret, format!("{}\n", support::oauth::CLIENT_SECRET)).unwrap();
+        Setup {
+            smtp: format!(
+                "{}\nauth = \"xoauth2\"\nusername = \"{USER}\"\n\
+                 oauth2 = {{ token_url = \"{}\", client_id = \"{}\", client_secret_file = \"{}\" }}",
+                smtp_tls_section(&smtp, "starttls", true),
+                oauth.token_url(),
+                support::oauth::CLIENT_ID,
+                secret.display()
+            ),
+            ..Setup::default()
+        }
+    });
+    w.import_registry();
+    w.start_with(&[("MPND_LOG", "debug")]);
+    w.deliver("01.eml", &corpus_mail(CONFIRM_MAIL));
+    let sent = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(sent[0].auth_user.as_deref(), Some(USER));
+    assert!(sent[0].tls);
+    assert_eq!(oauth.token_requests(), 1);
+
+    // The token is revoked and the server drops the session: the next login gets
+    // 535; the daemon fetches a new token and delivers on retry.
+    oauth.revoke_all();
+    smtp.restart();
+    w.deliver(
+        "02.eml",
+        &corpus_mail("02_en_thunderbird_plain_statement.eml"),
+    );
+    w.wait("delivery with a new token", Duration::from_secs(30), || {
+        smtp.messages().len() == 2
+    });
+    let sent = smtp.messages();
+    assert_eq!(sent[1].auth_user.as_deref(), Some(USER));
+    assert_eq!(oauth.token_requests(), 2);
+    let rows = outbox_rows(&w);
+    assert!(
+        rows[1][1].parse::<i64>().unwrap() >= 2,
+        "not retried: {rows:?}"
+    );
+
+    // A refused recipient is no token problem: parked at once, no new token.
+    smtp.fail_next(1, "550 5.1.1 mailbox unknown");
+    w.deliver(
+        "06.eml",
+        &corpus_mail("06_en_gmail_reply_quoting_old_id.eml"),
+    );
+    w.wait(
+        "the refused recipient parked",
+        Duration::from_secs(20),
+        || outbox_count(&w, "failed") == 1,
+    );
+    let rows = outbox_rows(&w);
+    assert!(rows[2][2].contains("550"), "{rows:?}");
+    assert_eq!(oauth.token_requests(), 2);
+    w.stop();
+    let log = w.log();
+    assert!(
+        log.contains("refused the access token"),
+        "the refusal is logged"
+    );
+    assert!(
+        !log.contains(support::oauth::CLIENT_SECRET),
+        "client secret in the log"
+    );
+    assert!(!log.contains("tok-"), "an access token in the log");
+}
+
+#[test]
 fn config_check_refuses_plaintext_smtp_to_a_remote_host() {
     let w = maildir_world();
     let bad = w.dir.path().join("plain.toml");

@@ -139,19 +139,31 @@ impl Sender {
                 };
                 match transport.send_raw(envelope, raw).await {
                     Ok(_) => Sent::Ok,
-                    Err(e) if e.is_permanent() => {
-                        // An expired or revoked token looks permanent (535) but is not.
+                    // An expired or revoked token looks permanent (535) but is not:
+                    // forget it and retry with a new one. Any other 5xx (a refused
+                    // recipient, say) is permanent with XOAUTH2 as with a password.
+                    Err(e) if smtp.oauth.is_some() && token_refused(&e) => {
                         if let Some((_, tokens)) = &smtp.oauth {
                             tokens.invalidate();
-                            return Sent::Retry(format!("{e}"));
                         }
-                        Sent::Failed(format!("{e}"))
+                        Sent::Retry(format!("the server refused the access token: {e}"))
                     }
+                    Err(e) if e.is_permanent() => Sent::Failed(format!("{e}")),
                     Err(e) => Sent::Retry(format!("{e}")),
                 }
             }
         }
     }
+}
+
+/// Whether an XOAUTH2 send failed because the server refused the token: 530, 534
+/// or 535 (Gmail, Exchange Online), or the error challenge they send first. Those
+/// servers answer a bad token with `334 <base64 JSON status>` and expect an empty
+/// line before their 535; lettre's XOAUTH2 doesn't expect a challenge and gives up
+/// with a client error, so the 535 is never seen.
+fn token_refused(e: &lettre::transport::smtp::Error) -> bool {
+    let code = e.status().map(|c| c.to_string());
+    matches!(code.as_deref(), Some("530" | "534" | "535")) || e.is_client()
 }
 
 impl Smtp {

@@ -204,13 +204,17 @@ impl std::fmt::Display for Exit {
 impl std::error::Error for Exit {}
 
 fn main() -> ExitCode {
-    // Output piped into `head` must end the program quietly, as for any Unix tool,
-    // not panic in println!.
-    // SAFETY: setting a signal disposition to its default before any thread starts.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Output piped into `head` must end a CLI command quietly, as for any Unix tool,
+    // not panic in println!. Never for the daemon: a peer that closes a TLS or HTTP
+    // connection makes a vectored write (writev has no MSG_NOSIGNAL) raise SIGPIPE,
+    // which would kill it without a word; ignored, the write is an EPIPE error.
+    if !matches!(cli.command, Command::Run) {
+        // SAFETY: setting a signal disposition to its default before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let json_logs = std::env::var_os("JOURNAL_STREAM").is_some();
     let filter = tracing_subscriber::EnvFilter::try_from_env("MPND_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 mod support;
+use support::smtp::{SinkTls, SmtpSecurity};
 use support::world::{corpus, corpus_mail, Setup, World};
-use support::{dovecot, wait_until, Dovecot, DovecotOptions, SmtpSink};
+use support::{dovecot, wait_until, Dovecot, DovecotOptions, SmtpOptions, SmtpSink};
 
 /// The embedded default's parts: Maildir, SQLite, `.eml` outbox.
 fn maildir_world() -> World {
@@ -887,4 +888,220 @@ fn smtp_refusals_are_retried_or_parked_with_the_servers_answer() {
     w.ok(&["queue", "retry", &c02["id"].to_string()]);
     smtp.wait_for(2, Duration::from_secs(30));
     w.stop();
+}
+
+// SMTP with TLS and AUTH, against the test listener: a Maildir world whose
+// confirmations go to `smtp` at `localhost` (the name on its certificate).
+
+const CONFIRM_MAIL: &str = "01_de_outlook_plain_statement.eml";
+const CONFIRM_TO: &str = "j.meyer@weser-datentechnik.example";
+
+/// The `[smtp]` keys for `smtp` with `tls`, trusting its CA when `trust`.
+fn smtp_tls_section(smtp: &SmtpSink, tls: &str, trust: bool) -> String {
+    let ca = match smtp.ca_file() {
+        Some(ca) if trust => format!("ca_file = \"{}\"\n", ca.display()),
+        _ => String::new(),
+    };
+    format!(
+        "kind = \"smtp\"\nhost = \"{}\"\nport = {}\ntls = \"{tls}\"\n{ca}retry_initial_secs = 1",
+        smtp.tls_host(),
+        smtp.port()
+    )
+}
+
+fn tls_sink(tls: SinkTls, auth: Option<(&str, &str)>, xoauth2: Option<String>) -> SmtpSink {
+    SmtpSink::start_secure(
+        SmtpOptions {
+            auth: auth.map(|(u, p)| (u.to_string(), p.to_string())),
+        },
+        SmtpSecurity {
+            tls,
+            xoauth2_introspection: xoauth2,
+        },
+    )
+}
+
+/// The outbox rows as (state, attempts, last_error).
+fn outbox_rows(w: &World) -> Vec<Vec<String>> {
+    w.rows("SELECT state, attempts, last_error FROM outbox ORDER BY id")
+}
+
+#[test]
+fn smtp_confirmations_go_over_implicit_tls_and_starttls_to_a_trusted_certificate_only() {
+    for (mode, tls) in [
+        (SinkTls::Implicit, "implicit"),
+        (SinkTls::Starttls, "starttls"),
+    ] {
+        let smtp = tls_sink(mode, None, None);
+        // Without the test CA the certificate is not trusted: nothing is sent.
+        let mut w = world_with("", &smtp_tls_section(&smtp, tls, false));
+        w.import_registry();
+        w.start();
+        w.deliver("01.eml", &corpus_mail(CONFIRM_MAIL));
+        w.wait("a failed TLS attempt", Duration::from_secs(20), || {
+            w.count("SELECT COUNT(*) FROM outbox WHERE attempts > 0") == 1
+        });
+        let rows = outbox_rows(&w);
+        assert_eq!(rows[0][0], "pending", "{tls}: {rows:?}");
+        assert!(rows[0][2].contains("certificate"), "{tls}: {rows:?}");
+        assert!(
+            smtp.messages().is_empty(),
+            "{tls}: sent to an untrusted server"
+        );
+        w.stop();
+
+        let mut w = world_with("", &smtp_tls_section(&smtp, tls, true));
+        w.import_registry();
+        w.start();
+        w.deliver("01.eml", &corpus_mail(CONFIRM_MAIL));
+        let sent = smtp.wait_for(1, Duration::from_secs(30));
+        assert!(sent[0].tls, "{tls}: the session was not encrypted");
+        assert_eq!(sent[0].rcpt_to, vec![CONFIRM_TO.to_string()], "{tls}");
+        w.wait_outbox_drained(Duration::from_secs(10));
+        w.stop();
+    }
+}
+
+#[test]
+fn smtp_password_auth_over_starttls_and_a_wrong_password_is_parked_and_never_logged() {
+    const USER: &str = "mailer@nordwind-dist.example";
+    const GOOD: &str = "good-smtp-pw-4711";
+    const BAD: &str = "wrong-smtp-pw-0815";
+    let smtp = tls_sink(SinkTls::Starttls, Some((USER, GOOD)), None);
+    let mut w = World::new(|dir| {
+        std::fs::write(dir.join("smtp.password"), format!("{BAD}\n")).unwrap();
+        Setup {
+            smtp: format!(
+                "{}\nauth = \"password\"\nusername = \"{USER}\"\npassword_file = \"{}\"",
+                smtp_tls_section(&smtp, "starttls", true),
+                dir.join("smtp.password").display()
+            ),
+            ..Setup::default()
+        }
+    });
+    w.import_registry();
+    w.start_with(&[("MPND_LOG", "debug")]);
+    w.deliver("01.eml", &corpus_mail(CONFIRM_MAIL));
+    // 535 is permanent: parked for the operator with the server's answer.
+    w.wait(
+        "the refused confirmation parked",
+        Duration::from_secs(20),
+        || outbox_count(&w, "failed") == 1,
+    );
+    let rows = outbox_rows(&w);
+    assert!(rows[0][2].contains("535"), "{rows:?}");
+    assert!(smtp.messages().is_empty());
+    w.stop();
+
+    // The operator fixes the password and retries the case.
+    std::fs::write(w.dir.path().join("smtp.password"), format!("{GOOD}\n")).unwrap();
+    w.start_with(&[("MPND_LOG", "debug")]);
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let id = cases[0]["id"].to_string();
+    w.ok(&["queue", "retry", &id]);
+    let sent = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(sent[0].auth_user.as_deref(), Some(USER));
+    assert!(sent[0].tls);
+    w.stop();
+    let log = w.log();
+    assert!(log.contains("535"), "the refusal is logged");
+    for secret in [GOOD, BAD] {
+        assert!(!log.contains(secret), "a password in the log");
+    }
+}
+
+#[test]
+fn smtp_xoauth2_delivers_and_a_revoked_token_is_replaced_on_retry() {
+    const USER: &str = "mailer@nordwind-dist.example";
+    let oauth = support::OAuthServer::start(USER);
+    let mut smtp = tls_sink(SinkTls::Starttls, None, Some(oauth.introspection_url()));
+    let mut w = World::new(|dir| {
+        let secret = dir.join("client.secret");
+        std::fs::write(&secret, format!("{}\n", support::oauth::CLIENT_SECRET)).unwrap();
+        Setup {
+            smtp: format!(
+                "{}\nauth = \"xoauth2\"\nusername = \"{USER}\"\n\
+                 oauth2 = {{ token_url = \"{}\", client_id = \"{}\", client_secret_file = \"{}\" }}",
+                smtp_tls_section(&smtp, "starttls", true),
+                oauth.token_url(),
+                support::oauth::CLIENT_ID,
+                secret.display()
+            ),
+            ..Setup::default()
+        }
+    });
+    w.import_registry();
+    w.start_with(&[("MPND_LOG", "debug")]);
+    w.deliver("01.eml", &corpus_mail(CONFIRM_MAIL));
+    let sent = smtp.wait_for(1, Duration::from_secs(30));
+    assert_eq!(sent[0].auth_user.as_deref(), Some(USER));
+    assert!(sent[0].tls);
+    assert_eq!(oauth.token_requests(), 1);
+
+    // The token is revoked and the server drops the session: the next login gets
+    // 535; the daemon fetches a new token and delivers on retry.
+    oauth.revoke_all();
+    smtp.restart();
+    w.deliver(
+        "02.eml",
+        &corpus_mail("02_en_thunderbird_plain_statement.eml"),
+    );
+    w.wait("delivery with a new token", Duration::from_secs(30), || {
+        smtp.messages().len() == 2
+    });
+    let sent = smtp.messages();
+    assert_eq!(sent[1].auth_user.as_deref(), Some(USER));
+    assert_eq!(oauth.token_requests(), 2);
+    let rows = outbox_rows(&w);
+    assert!(
+        rows[1][1].parse::<i64>().unwrap() >= 2,
+        "not retried: {rows:?}"
+    );
+
+    // A refused recipient is no token problem: parked at once, no new token.
+    smtp.fail_next(1, "550 5.1.1 mailbox unknown");
+    w.deliver(
+        "06.eml",
+        &corpus_mail("06_en_gmail_reply_quoting_old_id.eml"),
+    );
+    w.wait(
+        "the refused recipient parked",
+        Duration::from_secs(20),
+        || outbox_count(&w, "failed") == 1,
+    );
+    let rows = outbox_rows(&w);
+    assert!(rows[2][2].contains("550"), "{rows:?}");
+    assert_eq!(oauth.token_requests(), 2);
+    w.stop();
+    let log = w.log();
+    assert!(
+        log.contains("refused the access token"),
+        "the refusal is logged"
+    );
+    assert!(
+        !log.contains(support::oauth::CLIENT_SECRET),
+        "client secret in the log"
+    );
+    assert!(!log.contains("tok-"), "an access token in the log");
+}
+
+#[test]
+fn config_check_refuses_plaintext_smtp_to_a_remote_host() {
+    let w = maildir_world();
+    let bad = w.dir.path().join("plain.toml");
+    std::fs::write(
+        &bad,
+        "[smtp]\nkind = \"smtp\"\nhost = \"smtp.example\"\ntls = \"none\"\nfrom = \"a@b.example\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+        .args(["--config", bad.to_str().unwrap(), "config", "check"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("plain.toml:4: smtp.tls: tls = \"none\" is allowed only to a loopback host"),
+        "{err}"
+    );
 }

@@ -692,7 +692,7 @@ fn read_greeting(port: u16) -> Option<String> {
 
 /// A throwaway CA and a leaf certificate for localhost and 127.0.0.1 signed by it.
 /// (rustls rejects a self-signed CA certificate used as the server's own.)
-fn make_certs(dir: &Path) {
+pub(crate) fn make_certs(dir: &Path) {
     fs::create_dir_all(dir).expect("creating the tls dir");
     let openssl = find_binary("openssl");
     let run = |args: &[&str]| {

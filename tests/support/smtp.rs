@@ -2,20 +2,30 @@
 //! AUTH PLAIN/LOGIN, MAIL FROM, RCPT TO, DATA (with dot-unstuffing), RSET, NOOP,
 //! QUIT. Each accepted message is recorded with its envelope and raw bytes.
 //!
+//! With [`SmtpSink::start_secure`] it also speaks TLS (rustls, a throwaway CA and a
+//! leaf for localhost/127.0.0.1, see [`SmtpSink::ca_file`]): implicit TLS, or
+//! STARTTLS, in which case MAIL and AUTH are refused before TLS as Exchange and
+//! Gmail do. It can offer AUTH XOAUTH2 and check each bearer token with an
+//! [`OAuthServer`](super::OAuthServer)'s introspection endpoint; a refused token is
+//! answered like Exchange/Gmail: a `334` challenge carrying a base64 JSON status,
+//! and after the client's empty line `535 5.7.3 Authentication unsuccessful`.
+//!
 //! It runs on its own thread and runtime. [`SmtpSink::stop`] closes the listener
 //! and every open connection (an outage); [`SmtpSink::restart`] listens on the
 //! same port again with the recorded messages kept. [`SmtpSink::fail_next`] makes
 //! the next N transactions end with a chosen 4xx/5xx reply after DATA, where a
-//! real server defers or rejects a message. No TLS: clients talk plaintext to
+//! real server defers or rejects a message. Without TLS clients talk plaintext to
 //! loopback.
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 use super::{rebind, ServerThread};
 
@@ -33,6 +43,8 @@ pub struct Received {
     pub helo: String,
     /// The user that authenticated, if any.
     pub auth_user: Option<String>,
+    /// Whether the transaction ran inside TLS (implicit or after STARTTLS).
+    pub tls: bool,
     /// The reverse-path without brackets (empty for a bounce).
     pub mail_from: String,
     pub rcpt_to: Vec<String>,
@@ -52,6 +64,36 @@ pub struct SmtpOptions {
     pub auth: Option<(String, String)>,
 }
 
+/// How the listener uses TLS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum SinkTls {
+    /// Plaintext only; STARTTLS is answered 454.
+    #[default]
+    None,
+    /// TLS from the first byte (SMTPS, port 465 style).
+    Implicit,
+    /// Plaintext greeting, STARTTLS offered and required before AUTH and MAIL.
+    Starttls,
+}
+
+/// TLS and XOAUTH2 for [`SmtpSink::start_secure`] (kept apart from [`SmtpOptions`]
+/// so its existing struct literals stay valid).
+#[derive(Clone, Debug, Default)]
+pub struct SmtpSecurity {
+    pub tls: SinkTls,
+    /// Offer AUTH XOAUTH2 and accept a bearer token only when this RFC 7662
+    /// introspection URL (an `OAuthServer`'s) calls it active for the same user.
+    pub xoauth2_introspection: Option<String>,
+}
+
+/// Everything a session needs to know.
+#[derive(Clone)]
+struct Settings {
+    opts: SmtpOptions,
+    security: SmtpSecurity,
+    acceptor: Option<TlsAcceptor>,
+}
+
 #[derive(Default)]
 struct SinkState {
     messages: Vec<Received>,
@@ -64,7 +106,9 @@ type Shared = Arc<Mutex<SinkState>>;
 
 pub struct SmtpSink {
     pub addr: SocketAddr,
-    opts: SmtpOptions,
+    settings: Settings,
+    /// The throwaway CA and leaf certificate, when TLS is on.
+    tls_dir: Option<tempfile::TempDir>,
     state: Shared,
     server: Option<ServerThread>,
 }
@@ -76,11 +120,32 @@ impl SmtpSink {
     }
 
     pub fn start_with(opts: SmtpOptions) -> SmtpSink {
+        SmtpSink::start_secure(opts, SmtpSecurity::default())
+    }
+
+    /// Listen with TLS and/or XOAUTH2 as `security` says.
+    pub fn start_secure(opts: SmtpOptions, security: SmtpSecurity) -> SmtpSink {
+        let (tls_dir, acceptor) = if security.tls == SinkTls::None {
+            (None, None)
+        } else {
+            let dir = tempfile::Builder::new()
+                .prefix("mpnd-smtp-tls-")
+                .tempdir()
+                .expect("creating a temp dir for the smtp certificates");
+            super::dovecot::make_certs(dir.path());
+            let acceptor = tls_acceptor(dir.path());
+            (Some(dir), Some(acceptor))
+        };
         let listener = TcpListener::bind("127.0.0.1:0").expect("binding the smtp test listener");
         let addr = listener.local_addr().expect("local_addr");
         let mut sink = SmtpSink {
             addr,
-            opts,
+            settings: Settings {
+                opts,
+                security,
+                acceptor,
+            },
+            tls_dir,
             state: Arc::default(),
             server: None,
         };
@@ -90,6 +155,16 @@ impl SmtpSink {
 
     pub fn host(&self) -> &'static str {
         "127.0.0.1"
+    }
+
+    /// The name the certificate is for; use it as the client's host with TLS.
+    pub fn tls_host(&self) -> &'static str {
+        "localhost"
+    }
+
+    /// The throwaway CA that signed the listener's certificate (for `ca_file`).
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.tls_dir.as_ref().map(|d| d.path().join("ca.crt"))
     }
 
     pub fn port(&self) -> u16 {
@@ -155,7 +230,7 @@ impl SmtpSink {
 
     fn serve(&mut self, listener: TcpListener) {
         let state = self.state.clone();
-        let opts = self.opts.clone();
+        let settings = self.settings.clone();
         self.server = Some(ServerThread::spawn(
             "smtp-sink",
             listener,
@@ -167,10 +242,10 @@ impl SmtpSink {
                             let Ok((stream, _)) = accepted else { continue };
                             lock(&state).connections += 1;
                             let state = state.clone();
-                            let opts = opts.clone();
+                            let settings = settings.clone();
                             tokio::spawn(async move {
                                 // A client error ends only its own connection.
-                                let _ = session(stream, state, opts).await;
+                                let _ = session(stream, state, settings).await;
                             });
                         }
                     }
@@ -201,13 +276,79 @@ enum Phase {
     Rcpt,
 }
 
-async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io::Result<()> {
-    let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+/// The leaf certificate and key `make_certs` wrote, as a rustls acceptor.
+fn tls_acceptor(dir: &std::path::Path) -> TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(dir.join("server.crt"))
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .expect("reading the test server certificate");
+    let key =
+        PrivateKeyDer::from_pem_file(dir.join("server.key")).expect("reading the test server key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("rustls protocol versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("building the test server's TLS config");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+async fn session(tcp: TcpStream, state: Shared, settings: Settings) -> std::io::Result<()> {
+    let _ = tcp.set_nodelay(true);
+    let handshake = |acceptor: &TlsAcceptor, tcp: TcpStream| {
+        let accept = acceptor.accept(tcp);
+        async move {
+            tokio::time::timeout(IDLE_LIMIT, accept)
+                .await
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake"))?
+        }
+    };
+    match (&settings.acceptor, settings.security.tls) {
+        (Some(acceptor), SinkTls::Implicit) => {
+            let tls = handshake(acceptor, tcp).await?;
+            dialogue(tls, &state, &settings, true).await?;
+        }
+        _ => {
+            if let Some(tcp) = dialogue(tcp, &state, &settings, false).await? {
+                let acceptor = settings
+                    .acceptor
+                    .as_ref()
+                    .expect("STARTTLS needs a certificate");
+                let tls = handshake(acceptor, tcp).await?;
+                // RFC 3207: after the handshake the client starts over with EHLO.
+                dialogue(tls, &state, &settings, true).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The SMTP dialogue on one stream; `Some(stream)` when the client asked for
+/// STARTTLS and is to be handed to the TLS handshake. `tls` says whether `stream`
+/// is already encrypted; the greeting is sent only on a fresh connection.
+async fn dialogue<S>(
+    stream: S,
+    state: &Shared,
+    settings: &Settings,
+    tls: bool,
+) -> std::io::Result<Option<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let opts = &settings.opts;
+    let security = &settings.security;
+    let (read, mut write) = tokio::io::split(stream);
     let mut reader = BufReader::new(read);
-    write
-        .write_all(b"220 mpnd-test-smtp ESMTP ready\r\n")
-        .await?;
+    let after_starttls = tls && security.tls == SinkTls::Starttls;
+    if !after_starttls {
+        send(&mut write, "220 mpnd-test-smtp ESMTP ready").await?;
+    }
+    // With STARTTLS offered, nothing but EHLO/STARTTLS/QUIT before TLS.
+    let tls_missing = security.tls == SinkTls::Starttls && !tls;
+    let auth_offered = opts.auth.is_some() || security.xoauth2_introspection.is_some();
 
     let mut phase = Phase::Greeted;
     let mut helo = String::new();
@@ -217,12 +358,10 @@ async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io
 
     loop {
         let Some(line) = read_line(&mut reader).await? else {
-            return Ok(());
+            return Ok(None);
         };
         let Ok(line) = String::from_utf8(line) else {
-            write
-                .write_all(b"500 5.5.2 command is not UTF-8\r\n")
-                .await?;
+            send(&mut write, "500 5.5.2 command is not UTF-8").await?;
             continue;
         };
         let (verb, arg) = match line.split_once(' ') {
@@ -238,8 +377,17 @@ async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io
                 rcpt_to.clear();
                 let mut r = String::from("250-mpnd-test-smtp\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n");
                 r.push_str(&format!("250-SIZE {MAX_SIZE}\r\n"));
-                if opts.auth.is_some() {
-                    r.push_str("250-AUTH PLAIN LOGIN\r\n");
+                if tls_missing {
+                    r.push_str("250-STARTTLS\r\n");
+                } else if auth_offered {
+                    let mut mechs = Vec::new();
+                    if opts.auth.is_some() {
+                        mechs.extend(["PLAIN", "LOGIN"]);
+                    }
+                    if security.xoauth2_introspection.is_some() {
+                        mechs.push("XOAUTH2");
+                    }
+                    r.push_str(&format!("250-AUTH {}\r\n", mechs.join(" ")));
                 }
                 r.push_str("250 ENHANCEDSTATUSCODES");
                 r
@@ -251,27 +399,51 @@ async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io
                 rcpt_to.clear();
                 "250 mpnd-test-smtp".into()
             }
-            "AUTH" => match (&opts.auth, &phase) {
-                (None, _) => "502 5.5.1 AUTH not offered".into(),
-                (Some(_), Phase::Greeted) => "503 5.5.1 EHLO first".into(),
-                (Some(_), _) if auth_user.is_some() => "503 5.5.1 already authenticated".into(),
-                (Some((user, pass)), _) => {
-                    match authenticate(&arg, &mut reader, &mut write).await? {
-                        Some((u, p)) if &u == user && &p == pass => {
-                            auth_user = Some(u);
-                            "235 2.7.0 authentication successful".into()
-                        }
-                        Some(_) => "535 5.7.8 authentication credentials invalid".into(),
-                        None => "501 5.5.2 cannot decode the AUTH response".into(),
-                    }
+            "STARTTLS" if tls => "503 5.5.1 TLS already active".into(),
+            "STARTTLS" if security.tls != SinkTls::Starttls => "454 4.7.0 TLS not available".into(),
+            "STARTTLS" if phase == Phase::Greeted => "503 5.5.1 EHLO first".into(),
+            "STARTTLS" => {
+                send(&mut write, "220 2.0.0 ready to start TLS").await?;
+                if !reader.buffer().is_empty() {
+                    // Plaintext pipelined after STARTTLS (a command-injection
+                    // attempt): drop the connection as real servers do.
+                    return Ok(None);
                 }
+                return Ok(Some(reader.into_inner().unsplit(write)));
+            }
+            "AUTH" if !auth_offered => "502 5.5.1 AUTH not offered".into(),
+            "AUTH" if phase == Phase::Greeted => "503 5.5.1 EHLO first".into(),
+            "AUTH" if tls_missing => "530 5.7.0 Must issue a STARTTLS command first".into(),
+            "AUTH" if auth_user.is_some() => "503 5.5.1 already authenticated".into(),
+            "AUTH" if is_xoauth2(&arg) => match &security.xoauth2_introspection {
+                None => "504 5.5.4 mechanism not supported".into(),
+                Some(url) => match xoauth2(&arg, url, &mut reader, &mut write).await? {
+                    Ok(user) => {
+                        auth_user = Some(user);
+                        "235 2.7.0 Authentication successful".into()
+                    }
+                    Err(reply) => reply,
+                },
+            },
+            "AUTH" => match &opts.auth {
+                None => "504 5.5.4 mechanism not supported".into(),
+                Some((user, pass)) => match authenticate(&arg, &mut reader, &mut write).await? {
+                    Some((u, p)) if &u == user && &p == pass => {
+                        auth_user = Some(u);
+                        "235 2.7.0 authentication successful".into()
+                    }
+                    Some(_) => "535 5.7.8 authentication credentials invalid".into(),
+                    None => "501 5.5.2 cannot decode the AUTH response".into(),
+                },
             },
             "MAIL" => {
                 if phase == Phase::Greeted {
                     "503 5.5.1 EHLO first".into()
+                } else if tls_missing {
+                    "530 5.7.0 Must issue a STARTTLS command first".into()
                 } else if phase != Phase::Ready {
                     "503 5.5.1 a transaction is already open".into()
-                } else if opts.auth.is_some() && auth_user.is_none() {
+                } else if auth_offered && auth_user.is_none() {
                     "530 5.7.0 authentication required".into()
                 } else {
                     match path(&arg, "FROM:") {
@@ -302,9 +474,7 @@ async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io
                 if phase != Phase::Rcpt {
                     "503 5.5.1 RCPT first".into()
                 } else {
-                    write
-                        .write_all(b"354 end data with <CR><LF>.<CR><LF>\r\n")
-                        .await?;
+                    send(&mut write, "354 end data with <CR><LF>.<CR><LF>").await?;
                     let data = read_data(&mut reader).await?;
                     phase = Phase::Ready;
                     let envelope_from = std::mem::take(&mut mail_from);
@@ -312,13 +482,14 @@ async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io
                     match data {
                         None => "552 5.3.4 message too big".into(),
                         Some(data) => {
-                            let mut s = lock(&state);
+                            let mut s = lock(state);
                             if let Some(failure) = s.failures.pop_front() {
                                 failure
                             } else {
                                 s.messages.push(Received {
                                     helo: helo.clone(),
                                     auth_user: auth_user.clone(),
+                                    tls,
                                     mail_from: envelope_from,
                                     rcpt_to: envelope_to,
                                     data,
@@ -340,16 +511,100 @@ async fn session(stream: TcpStream, state: Shared, opts: SmtpOptions) -> std::io
             "NOOP" => "250 2.0.0 ok".into(),
             "VRFY" => "252 2.5.0 cannot verify, but will accept".into(),
             "QUIT" => {
-                write.write_all(b"221 2.0.0 bye\r\n").await?;
-                return Ok(());
+                send(&mut write, "221 2.0.0 bye").await?;
+                return Ok(None);
             }
-            "STARTTLS" => "454 4.7.0 TLS not available".into(),
             _ => "500 5.5.2 command not recognised".into(),
         };
-        // One write per reply: a reply split over two writes meets Nagle and the
-        // client's delayed ACK on loopback, ~40 ms per command.
-        write.write_all(format!("{reply}\r\n").as_bytes()).await?;
+        send(&mut write, &reply).await?;
     }
+}
+
+/// One reply line (or a multi-line reply joined with CRLF), in one write: a reply
+/// split over two writes meets Nagle and the client's delayed ACK on loopback,
+/// ~40 ms per command. Flushed, so a TLS record goes out now.
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, reply: &str) -> std::io::Result<()> {
+    w.write_all(format!("{reply}\r\n").as_bytes()).await?;
+    w.flush().await
+}
+
+fn is_xoauth2(arg: &str) -> bool {
+    arg.split(' ')
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("XOAUTH2"))
+}
+
+/// AUTH XOAUTH2 (`user=U^Aauth=Bearer T^A^A`): `Ok(user)` when the introspection
+/// endpoint calls the token active for that user; otherwise the final reply, after
+/// the failure dialogue Exchange Online and Gmail use (a `334` with a base64 JSON
+/// status, the client's empty line, then 535).
+async fn xoauth2<R, W>(
+    arg: &str,
+    introspection: &str,
+    r: &mut R,
+    w: &mut W,
+) -> std::io::Result<Result<String, String>>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    let blob = match arg.split_once(' ') {
+        Some((_, initial)) => b64_decode(initial.trim()),
+        None => ask(r, w, "").await?,
+    };
+    let parsed = blob.and_then(|b| {
+        let text = String::from_utf8(b).ok()?;
+        let mut user = None;
+        let mut token = None;
+        for field in text.split('\x01') {
+            if let Some(u) = field.strip_prefix("user=") {
+                user = Some(u.to_string());
+            } else if let Some(t) = field.strip_prefix("auth=Bearer ") {
+                token = Some(t.to_string());
+            }
+        }
+        Some((user?, token?))
+    });
+    let Some((user, token)) = parsed else {
+        return Ok(Err("501 5.5.2 cannot decode the XOAUTH2 response".into()));
+    };
+    let owner = match introspect(introspection, &token).await {
+        Ok(owner) => owner,
+        Err(e) => {
+            return Ok(Err(format!(
+                "454 4.7.0 temporary authentication failure: {e}"
+            )))
+        }
+    };
+    if owner.as_deref() == Some(user.as_str()) {
+        return Ok(Ok(user));
+    }
+    let status =
+        br#"{"status":"401","schemes":"bearer","scope":"https://outlook.office365.com/.default"}"#;
+    send(w, &format!("334 {}", b64_encode(status))).await?;
+    // The client answers the challenge with an empty line (or `*` to cancel).
+    read_line(r).await?;
+    Ok(Err("535 5.7.3 Authentication unsuccessful".into()))
+}
+
+/// The user an RFC 7662 endpoint says `token` belongs to, `None` when inactive.
+async fn introspect(url: &str, token: &str) -> Result<Option<String>, String> {
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let reply: serde_json::Value = client
+        .post(url)
+        .form(&[("token", token)])
+        .send()
+        .await
+        .map_err(|e| e.to_string())?
+        .json()
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok((reply["active"] == true)
+        .then(|| reply["username"].as_str().map(str::to_string))
+        .flatten())
 }
 
 /// One line without its CRLF (or bare LF); `None` at EOF or after IDLE_LIMIT.
@@ -475,7 +730,7 @@ where
     R: tokio::io::AsyncBufRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    w.write_all(format!("334 {prompt}\r\n").as_bytes()).await?;
+    send(w, &format!("334 {prompt}")).await?;
     Ok(read_line(r)
         .await?
         .and_then(|l| b64_decode(&String::from_utf8_lossy(&l))))
@@ -506,4 +761,23 @@ fn b64_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+fn b64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, &b)| acc | (b as u32) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
 }

@@ -17,7 +17,7 @@
 //!
 //! Invariants:
 //! - triage does no I/O and never panics; what it cannot decide goes to review.
-//! - only `store` writes state, one transaction per decision.
+//! - only `store` writes state, one transaction per batch of mails or operator action.
 //! - a mail leaves the inbox only after its case is committed.
 //! - a reseller may order only in state `active`; never on a partial update.
 //! - a doubtful verification never rejects: the mail waits in the inbox.

@@ -1,9 +1,10 @@
 //! The store: everything mpnd knows, in one SQLite file, and the only code that
 //! writes it.
 //!
-//! Every state change is one transaction: a mail's message row, case, jobs,
-//! confirmations, reseller state and audit event are written together or not at
-//! all, so a crash at any point leaves either the old state or the new one. The
+//! Every state change is one transaction (a fetched batch of mails shares one): a
+//! mail's message row, case, jobs, confirmations, reseller state and audit event
+//! are written together or not at all, so a crash at any point leaves either the
+//! old state or the new one. The
 //! daemon and the operator CLI open the same file concurrently (WAL mode, a busy
 //! timeout); each write transaction starts `IMMEDIATE` so the two never deadlock
 //! upgrading a read lock.

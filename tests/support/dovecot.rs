@@ -817,7 +817,9 @@ fn to_crlf(raw: &[u8]) -> Vec<u8> {
 
 /// Removes every file called `name` below `dir`.
 fn remove_named(dir: &Path, name: &str) {
-    let Ok(entries) = fs::read_dir(dir) else { return };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return;
+    };
     for e in entries.flatten() {
         let path = e.path();
         if path.is_dir() {

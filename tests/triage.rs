@@ -193,6 +193,14 @@ fn red_team_b_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-b", 40, KNOWN_FIXTURE_B_MISSES);
 }
 
+/// The third round (`tests/fixtures/triage-c/`): ordinary mails imitating the
+/// labelled corpus (its categories, clients and style), written before the engine
+/// saw them, run the same way against [`KNOWN_FIXTURE_C_MISSES`].
+#[test]
+fn red_team_c_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-c", 45, KNOWN_FIXTURE_C_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -278,6 +286,9 @@ const KNOWN_FIXTURE_B_MISSES: &[&str] = &[
     // one (as corpus 29 wants for "Unsere MPN-ID: <old>"). Safe: never an apply.
     "c06_de_html_erp_order_confirmation.eml",
 ];
+
+/// Third-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_C_MISSES: &[&str] = &[];
 
 #[test]
 fn reseller_corpus_rejects_name_the_reseller() {

@@ -59,11 +59,20 @@ impl Ranked {
     }
 }
 
-pub(crate) fn choose(found: Vec<Found>, about_ids: bool, location_pending: bool) -> Choice {
+/// `asks_which`: the author asks which of the numbers we need ("Welche brauchen
+/// Sie?", "not sure which one you need"); see [`demote_pga`].
+pub(crate) fn choose(
+    found: Vec<Found>,
+    about_ids: bool,
+    location_pending: bool,
+    asks_which: bool,
+) -> Choice {
     let mut ranked: Vec<Ranked> = found.into_iter().map(|f| rank(f, about_ids)).collect();
     disqualify_everywhere(&mut ranked);
     supersede_corrected(&mut ranked);
-    demote_pga(&mut ranked);
+    if !asks_which {
+        demote_pga(&mut ranked);
+    }
 
     let best = ranked
         .iter()
@@ -316,6 +325,11 @@ fn supersede_corrected(ranked: &mut [Ranked]) {
     }
 }
 
+/// The PGA loses to any other ID left. Not when the author asks which number we
+/// need: then a global-account word is the author's guess ("eine ist wohl für den
+/// Hauptsitz, die andere für Konstanz – welche brauchen Sie?"), not a statement, and
+/// the numbers must stay side by side (ambiguous unless one is clearly named the
+/// location ID by its own keyword, which the ranking still sees).
 fn demote_pga(ranked: &mut [Ranked]) {
     let other = ranked
         .iter()
@@ -424,6 +438,7 @@ mod tests {
             ],
             true,
             false,
+            false,
         );
         assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6120359"));
         let c = choose(
@@ -444,6 +459,7 @@ mod tests {
                 ),
             ],
             true,
+            false,
             false,
         );
         assert_eq!(c.outcome, Outcome::None);
@@ -477,6 +493,7 @@ mod tests {
             ],
             true,
             false,
+            false,
         );
         assert_eq!(c.outcome, Outcome::Ambiguous);
     }
@@ -502,6 +519,7 @@ mod tests {
             ],
             true,
             false,
+            false,
         );
         assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6931057"));
         let c = choose(
@@ -513,6 +531,7 @@ mod tests {
                 Source::Body,
             )],
             true,
+            false,
             false,
         );
         assert_eq!(c.outcome, Outcome::Id);
@@ -527,7 +546,34 @@ mod tests {
             )],
             false,
             false,
+            false,
         );
         assert_eq!(c.outcome, Outcome::None);
+    }
+
+    #[test]
+    fn a_guessed_global_account_does_not_settle_it_when_the_author_asks_which() {
+        let two = || {
+            vec![
+                found(
+                    "6839201",
+                    Strength::Weak,
+                    Temporal::Unsaid,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+                found(
+                    "6839218",
+                    Strength::Weak,
+                    Temporal::Unsaid,
+                    Role::Pga,
+                    Source::Body,
+                ),
+            ]
+        };
+        let c = choose(two(), true, false, true);
+        assert_eq!((c.outcome, c.id), (Outcome::Ambiguous, None));
+        let c = choose(two(), true, false, false);
+        assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("6839201"));
     }
 }

@@ -194,12 +194,19 @@ static AFTER_NOTE: LazyLock<Regex> =
 
 /// Words that show the mail is about the ID at all; used to allow weak keywords and
 /// bare numbers. "Partner Center" is included: people describe where they read it.
+/// So is the re-registration itself ("nach der Registrierung haben wir zwei IDs
+/// bekommen", "Neuregistrierung Microsoft", "re-enrolment done"), and "CSP" or the
+/// indirect reseller status: resellers who write about those to us write about the
+/// ID even when they only call it "ID" or "Nummer".
 static TOPIC: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)
         \b(?:mpn | pla | partner[\s-]*ids? | partnerid | partner[\s-]*nummer | partnernummer | standort[\s-]*id
            | location[\s-]*id | partner[\s-]+center | partner[\s-]+location | partner[\s-]+program\w* | mcpp
-           | location[\s-]+account | global[\s-]+account | pga | reseller[\s-]*id)\b",
+           | location[\s-]+account | global[\s-]+account | pga | reseller[\s-]*id
+           | csp | indirekte[nrs]?[\s-]+reseller\w* | indirect[\s-]+reseller\w*
+           | (?:neu|re)?[\s-]?registrierung\w* | neu[\s-]?registriert | re-?registration | re-?registered
+           | re-?enrol\w*)\b",
     )
 });
 
@@ -317,6 +324,17 @@ static SUBJECT_RETRACTED: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)\b(?:betreff|subject(?:\s+line)?)\b[^.!?\n]{0,30}\b(?:falsch|fehlerhaft|stimmt\s+nicht|wrong|incorrect|typo|tippfehler|zahlendreher|vertippt)
           | \b(?:ignore|ignorieren\s+sie)\s+(?:the|den)\s+(?:betreff|subject)",
+    )
+});
+
+/// The author asks which of the numbers we need, or says not to know which is
+/// which: "Welche davon brauchen Sie?", "ich weiß aber nicht, welche welche ist",
+/// "not sure which one you need". Numbers sent that way are offered, not stated.
+static ASKS_WHICH: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \b(?:welche[nrs]?|which)\b[^.!?\n]{0,60}\b(?:brauch\w*|benötig\w*|need\w*|want\w*|require\w*|nehmen|use|verwenden)\b[^.!\n]{0,30}\?
+      | \b(?:nicht\s+sicher|unsicher|weiß\s+(?:\w+\s+){0,2}nicht|wissen\s+(?:\w+\s+){0,2}nicht|not\s+sure|unsure|don'?t\s+know|do\s+not\s+know)\b[^.!?\n]{0,30}\b(?:welche|which)\b",
     )
 });
 
@@ -461,6 +479,10 @@ pub(crate) fn says_location_pending(text: &str) -> bool {
     LOCATION_PENDING.is_match(text)
 }
 
+pub(crate) fn asks_which(text: &str) -> bool {
+    ASKS_WHICH.is_match(text)
+}
+
 pub(crate) fn mentions_id_topic(text: &str) -> bool {
     TOPIC.is_match(text)
 }
@@ -516,6 +538,28 @@ mod tests {
         assert!(strong.is_empty() && weak.is_empty());
         assert!(mentions_id_topic("im Partner Center stehen zwei Nummern"));
         assert!(!mentions_id_topic("Ihre Bestellung wurde versandt"));
+        // The re-registration and the CSP status are the ID's topic too.
+        assert!(mentions_id_topic(
+            "nach der Registrierung haben wir zwei IDs bekommen"
+        ));
+        assert!(mentions_id_topic("Neuregistrierung Microsoft"));
+        assert!(mentions_id_topic("Re-enrolment done"));
+        assert!(mentions_id_topic("our indirect reseller status"));
+        assert!(!mentions_id_topic("your registered office"));
+    }
+
+    #[test]
+    fn asks_which_number_is_needed() {
+        assert!(asks_which("Welche davon brauchen Sie?"));
+        assert!(asks_which("ich weiß aber nicht, welche welche ist"));
+        assert!(asks_which("We're not sure which one you need for CSP"));
+        assert!(asks_which("Welche ID brauchen Sie?"));
+        assert!(!asks_which(
+            "Our new location ID is 7403129, which we accepted."
+        ));
+        assert!(!asks_which(
+            "Welche Abos betroffen sind, sehen Sie im Portal."
+        ));
     }
 
     #[test]

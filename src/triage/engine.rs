@@ -7,7 +7,7 @@
 use super::choose::choose;
 use super::classify::{automated, recall};
 use super::decide::{decide, sender_accounts};
-use super::extract::{find, location_pending, mail_is_about_ids};
+use super::extract::{asks_which, find, location_pending, mail_is_about_ids};
 use super::parse::{parse, Parsed};
 use super::segment::{segment, subject_source, Own, Source};
 use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
@@ -62,7 +62,13 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         .collect();
     let about_ids = mail_is_about_ids(subject, &blocks);
     let pending = location_pending(subject, &blocks);
-    let choice = choose(find(subject, subject_src, &blocks), about_ids, pending);
+    let which = asks_which(subject, &blocks);
+    let choice = choose(
+        find(subject, subject_src, &blocks),
+        about_ids,
+        pending,
+        which,
+    );
 
     let decided = decide(
         choice.outcome,

@@ -155,6 +155,15 @@ pub(crate) fn location_pending(subject: &str, blocks: &[Block]) -> bool {
         })
 }
 
+/// Whether the author (subject or own text, not a quote) asks which of the numbers
+/// we need.
+pub(crate) fn asks_which(subject: &str, blocks: &[Block]) -> bool {
+    cues::asks_which(subject)
+        || blocks.iter().flat_map(|b| &b.lines).any(|l| {
+            matches!(l.source, Source::Body | Source::Subject) && cues::asks_which(&l.text)
+        })
+}
+
 /// Whether a line of the author's (or forwarded) text talks about the ID at all.
 pub(crate) fn mail_is_about_ids(subject: &str, blocks: &[Block]) -> bool {
     cues::mentions_id_topic(subject)
@@ -500,7 +509,16 @@ fn backward_context(
 /// [`FORWARD_REACH`] bytes.
 fn forward_context(line: &str, end: usize) -> &str {
     let rest = &line[end..];
-    let mut stop = sentence_end(rest).min(FORWARD_REACH);
+    // "… 6839201 und 6839218. Eine ist wohl für den Hauptsitz": a period right
+    // after the number ends its sentence. `sentence_end` cannot tell, because the
+    // digits that make the period a full stop are not in `rest`.
+    let full_stop =
+        rest.starts_with('.') && rest[1..].chars().next().is_none_or(char::is_whitespace);
+    let mut stop = if full_stop {
+        0
+    } else {
+        sentence_end(rest).min(FORWARD_REACH)
+    };
     if let Some(next_digit) = rest.find(|c: char| c.is_ascii_digit()) {
         stop = stop.min(next_digit);
     }
@@ -971,6 +989,16 @@ mod tests {
 
         let f = read(&["Ihre neue Standort-ID (PLA-ID, z. B. 1234567)"]);
         assert_eq!(f[0].temporal, Temporal::Example);
+
+        // A full stop right after a number ends its sentence: the role word in the
+        // next sentence is not this number's.
+        let f = read(&[
+            "Wir haben zwei IDs bekommen: 6839201 und 6839218. Eine ist wohl für den Hauptsitz.",
+        ]);
+        assert_eq!((f[0].role, f[1].role), (Role::Unsaid, Role::Unsaid));
+        // A thousands dot inside a number is not a full stop.
+        let f = read(&["Partner-ID lautet 6.951.372 (Standort)."]);
+        assert_eq!((f[0].id.as_str(), f[0].role), ("6951372", Role::Pla));
     }
 
     #[test]

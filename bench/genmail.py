@@ -19,6 +19,7 @@ import argparse
 import csv
 import os
 import quopri
+import email.utils
 import random
 import sys
 
@@ -219,8 +220,10 @@ def make_mail(i, r, seed, new_id, intent, quote=None):
     name = rng.choice(DE_NAMES if de else EN_NAMES)
     domain = contact.split("@", 1)[1]
     mid = f"<bench-{i:08d}.{rng.getrandbits(40):x}@{domain}>"
-    day = 10 + i % 18
-    date = f"Tue, {day} Nov 2025 {8 + i % 10:02d}:{i % 60:02d}:{(i * 7) % 60:02d} +0100"
+    # Dates rise with i (one mail a minute from 10 Nov 2025): mails arrive in the
+    # order they were written, as in a real backlog. mpnd holds an apply whose mail
+    # is older than the one that set the reseller's current ID for review.
+    date = email.utils.formatdate(1762761600 + i * 61)
     extra = []
     if intent == "ignore":
         subject = ("Automatische Antwort: " if de else "Automatic reply: ") + "Reseller-Status"

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{address_of, Auth, SmtpConfig, SmtpServer, Tls, Transport};
 use crate::oauth::TokenSource;
-use crate::store::{now, OutboxRow, Store};
+use crate::store::{now, Store};
 use futures::StreamExt as _;
 
 const MAX_ATTEMPTS: i64 = 20;
@@ -217,7 +217,7 @@ pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, cfg: &SmtpConfig)
         // the final "."), not on this machine, so sending one by one capped the
         // outbox at ~20 mails/s (bench/run.sh).
         let from = &from;
-        let results: Vec<(OutboxRow, Sent)> = futures::stream::iter(rows)
+        let mut results = futures::stream::iter(rows)
             .map(|row| async move {
                 let result = match row.recipient.parse::<Address>() {
                     Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
@@ -228,11 +228,11 @@ pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, cfg: &SmtpConfig)
                 };
                 (row, result)
             })
-            .buffer_unordered(PARALLEL_SENDS)
-            .collect()
-            .await;
-        let mut s = store.lock().expect("store lock poisoned");
-        for (row, result) in results {
+            .buffer_unordered(PARALLEL_SENDS);
+        // Each outcome is recorded the moment it is known: a crash can then catch
+        // at most the sends in flight between the server's acceptance and the mark.
+        while let Some((row, result)) = results.next().await {
+            let mut s = store.lock().expect("store lock poisoned");
             match result {
                 Sent::Ok => {
                     s.outbox_sent(row.id, now())?;

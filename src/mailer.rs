@@ -14,7 +14,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Certificate, Tls as SmtpTls, TlsParameters};
+use lettre::transport::smtp::client::{
+    AsyncSmtpConnection, Certificate, Tls as SmtpTls, TlsParameters,
+};
+use lettre::transport::smtp::extension::ClientId;
 use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -41,7 +44,13 @@ pub struct Smtp {
     server: SmtpServer,
     oauth: Option<(String, Arc<TokenSource>)>,
     current: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
+    /// Idle connections of our own (plain and STARTTLS), by the secret they
+    /// logged in with: see `Smtp::send_nodelay`.
+    idle: tokio::sync::Mutex<Vec<(String, AsyncSmtpConnection)>>,
 }
+
+/// How long one SMTP exchange on a connection of our own may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What came of one try.
 enum Sent {
@@ -50,21 +59,23 @@ enum Sent {
     Failed(String),
 }
 
+fn tls_parameters(s: &SmtpServer) -> Result<TlsParameters> {
+    let mut b = TlsParameters::builder(s.host.clone());
+    if let Some(ca) = &s.ca_file {
+        let pem = std::fs::read(ca)
+            .with_context(|| format!("cannot read smtp.ca_file {}", ca.display()))?;
+        b = b.add_root_certificate(
+            Certificate::from_pem(&pem).context("smtp.ca_file is not a PEM certificate")?,
+        );
+    }
+    b.build_rustls().context("cannot set up TLS for SMTP")
+}
+
 fn build_transport(
     s: &SmtpServer,
     credentials: Option<(Credentials, Vec<Mechanism>)>,
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
-    let tls_params = || -> Result<TlsParameters> {
-        let mut b = TlsParameters::builder(s.host.clone());
-        if let Some(ca) = &s.ca_file {
-            let pem = std::fs::read(ca)
-                .with_context(|| format!("cannot read smtp.ca_file {}", ca.display()))?;
-            b = b.add_root_certificate(
-                Certificate::from_pem(&pem).context("smtp.ca_file is not a PEM certificate")?,
-            );
-        }
-        b.build_rustls().context("cannot set up TLS for SMTP")
-    };
+    let tls_params = || tls_parameters(s);
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
         .port(s.port)
         .timeout(Some(Duration::from_secs(60)));
@@ -121,6 +132,7 @@ impl Sender {
                     server: s.clone(),
                     oauth,
                     current: tokio::sync::Mutex::new(current),
+                    idle: tokio::sync::Mutex::new(Vec::new()),
                 })))
             }
         }
@@ -132,6 +144,9 @@ impl Sender {
                 Ok(_) => Sent::Ok,
                 Err(e) => Sent::Retry(format!("cannot write outbox file: {e}")),
             },
+            Sender::Smtp(smtp) if smtp.server.tls != Tls::Implicit => {
+                smtp.send_nodelay(envelope, raw).await
+            }
             Sender::Smtp(smtp) => {
                 let transport = match smtp.transport().await {
                     Ok(t) => t,
@@ -167,6 +182,151 @@ fn token_refused(e: &lettre::transport::smtp::Error) -> bool {
 }
 
 impl Smtp {
+    /// Sends over a connection of our own with `TCP_NODELAY` (plain or STARTTLS).
+    ///
+    /// lettre writes a message and its final "." in two writes on a socket it
+    /// opens without `TCP_NODELAY`, so the "." waited for the server's delayed ACK:
+    /// about 40 ms per confirmation, whatever the server (bench/run.sh). lettre
+    /// cannot be given that option, but it can run its SMTP protocol over a socket
+    /// we open. Implicit TLS still goes through lettre's transport, since lettre
+    /// sends EHLO on a socket it is given before TLS could start.
+    async fn send_nodelay(&self, envelope: &Envelope, raw: &[u8]) -> Sent {
+        let creds = match (&self.server.auth, &self.oauth) {
+            (_, Some((user, tokens))) => match tokens.token().await {
+                Ok(token) => Some((
+                    Credentials::new(user.clone(), token),
+                    vec![Mechanism::Xoauth2],
+                )),
+                Err(e) => return Sent::Retry(format!("cannot get an SMTP access token: {e:#}")),
+            },
+            (Some((user, Auth::Password(p))), None) => Some((
+                Credentials::new(user.clone(), p.expose().to_string()),
+                vec![Mechanism::Plain, Mechanism::Login],
+            )),
+            _ => None,
+        };
+        // Connections are reused only with the secret they logged in with.
+        let key = creds
+            .as_ref()
+            .map(|(c, _)| format!("{c:?}"))
+            .unwrap_or_default();
+        let reused = {
+            let mut idle = self.idle.lock().await;
+            idle.iter()
+                .position(|(k, _)| *k == key)
+                .map(|i| idle.swap_remove(i).1)
+        };
+        let was_reused = reused.is_some();
+        let mut conn = match reused {
+            Some(c) => c,
+            None => match self.connect(creds.clone()).await {
+                Ok(c) => c,
+                Err(sent) => return sent,
+            },
+        };
+        let mut result = tokio::time::timeout(SMTP_TIMEOUT, conn.send(envelope, raw)).await;
+        // A pooled connection the server has meanwhile closed: once more, fresh.
+        let failed_transiently = match &result {
+            Ok(Ok(_)) => false,
+            Ok(Err(e)) => !e.is_permanent(),
+            Err(_) => true,
+        };
+        if was_reused && failed_transiently {
+            conn.abort().await;
+            conn = match self.connect(creds).await {
+                Ok(c) => c,
+                Err(sent) => return sent,
+            };
+            result = tokio::time::timeout(SMTP_TIMEOUT, conn.send(envelope, raw)).await;
+        }
+        match result {
+            Ok(Ok(_)) => {
+                self.idle.lock().await.push((key, conn));
+                Sent::Ok
+            }
+            Ok(Err(e)) => {
+                conn.abort().await;
+                self.classify(e)
+            }
+            Err(_) => {
+                conn.abort().await;
+                Sent::Retry(format!(
+                    "no answer from {} within {SMTP_TIMEOUT:?}",
+                    self.server.host
+                ))
+            }
+        }
+    }
+
+    /// A new, logged-in connection with `TCP_NODELAY`; `Err` is what to record.
+    async fn connect(
+        &self,
+        creds: Option<(Credentials, Vec<Mechanism>)>,
+    ) -> Result<AsyncSmtpConnection, Sent> {
+        let host = &self.server.host;
+        let tcp = match tokio::time::timeout(
+            SMTP_TIMEOUT,
+            tokio::net::TcpStream::connect((host.as_str(), self.server.port)),
+        )
+        .await
+        {
+            Ok(Ok(t)) => t,
+            Ok(Err(e)) => {
+                return Err(Sent::Retry(format!(
+                    "cannot connect to {host}:{}: {e}",
+                    self.server.port
+                )))
+            }
+            Err(_) => {
+                return Err(Sent::Retry(format!(
+                    "no connection to {host}:{} within {SMTP_TIMEOUT:?}",
+                    self.server.port
+                )))
+            }
+        };
+        if let Err(e) = tcp.set_nodelay(true) {
+            return Err(Sent::Retry(format!("cannot set TCP_NODELAY: {e}")));
+        }
+        let hello = ClientId::default();
+        let params = match self.server.tls {
+            Tls::Starttls => match tls_parameters(&self.server) {
+                Ok(p) => Some(p),
+                Err(e) => return Err(Sent::Retry(format!("{e:#}"))),
+            },
+            _ => None,
+        };
+        let setup = async {
+            let mut conn =
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &hello).await?;
+            if let Some(params) = params {
+                conn.starttls(params, &hello).await?;
+            }
+            if let Some((c, mechanisms)) = &creds {
+                conn.auth(mechanisms, c).await?;
+            }
+            Ok::<_, lettre::transport::smtp::Error>(conn)
+        };
+        match tokio::time::timeout(SMTP_TIMEOUT, setup).await {
+            Ok(Ok(conn)) => Ok(conn),
+            Ok(Err(e)) => Err(self.classify(e)),
+            Err(_) => Err(Sent::Retry(format!(
+                "{host}: no answer within {SMTP_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Sorts a refusal into retry or failed, as for lettre's transport.
+    fn classify(&self, e: lettre::transport::smtp::Error) -> Sent {
+        match &self.oauth {
+            Some((_, tokens)) if token_refused(&e) => {
+                tokens.invalidate();
+                Sent::Retry(format!("the server refused the access token: {e}"))
+            }
+            _ if e.is_permanent() => Sent::Failed(format!("{e}")),
+            _ => Sent::Retry(format!("{e}")),
+        }
+    }
+
     /// The transport to use now; with XOAUTH2, rebuilt when the token changed.
     async fn transport(&self) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
         let mut current = self.current.lock().await;

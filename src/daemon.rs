@@ -25,6 +25,7 @@ use crate::config::{Auth, Config, ImapConfig, MailboxConfig, Tls};
 use crate::gate::{self, Health};
 use crate::mailbox::imap::{self, Cursor, ImapAuth, ImapMailbox, ImapSettings, TlsMode};
 use crate::mailbox::maildir::Maildir;
+use crate::mailbox::Destination;
 use crate::mailer;
 use crate::notify::{self, Notifier};
 use crate::oauth::TokenSource;
@@ -862,13 +863,23 @@ async fn imap_drain(
             })
             .collect();
         let results = p.process_batch(&items).await?;
+        // Committed: moved together, one UID set per folder (one round trip each).
+        let mut moves: Vec<(Destination, Vec<u32>)> = Vec::new();
         for (f, committed) in batch.iter().zip(results) {
             let Some(committed) = committed else {
                 lowest_held = lowest_held.or(Some(f.uid));
                 continue;
             };
-            mb.settle(f.uid, committed.destination).await?;
-            p.health.processed.fetch_add(1, Ordering::Relaxed);
+            match moves.iter_mut().find(|(d, _)| *d == committed.destination) {
+                Some((_, uids)) => uids.push(f.uid),
+                None => moves.push((committed.destination, vec![f.uid])),
+            }
+        }
+        for (dest, uids) in moves {
+            mb.settle_many(&uids, dest).await?;
+            p.health
+                .processed
+                .fetch_add(uids.len() as u64, Ordering::Relaxed);
             p.health.heartbeat.store(now(), Ordering::Relaxed);
         }
         let next_uid = lowest_held.map_or(next.next_uid, |h| h.min(next.next_uid));

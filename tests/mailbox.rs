@@ -212,6 +212,38 @@ async fn settle_without_move_expunges_only_its_own_uid() {
 }
 
 #[tokio::test]
+async fn settle_many_moves_a_uid_set_and_spares_a_flagged_neighbour() {
+    for move_ in [true, false] {
+        let dv = Dovecot::start(DovecotOptions {
+            move_,
+            ..Default::default()
+        });
+        let (a, b, c) = (
+            mail("a", "1"),
+            mail("flagged by a person", "2"),
+            mail("c", "3"),
+        );
+        dv.append(&a);
+        dv.append(&b);
+        dv.append(&c);
+        dv.add_flags("INBOX", 2, "\\Deleted");
+        let mut mb = ImapMailbox::connect(&dv.imap_settings()).await.unwrap();
+        mb.settle_many(&[1, 3], Destination::Processed)
+            .await
+            .unwrap();
+        mb.settle_many(&[], Destination::Review).await.unwrap();
+        mb.logout().await;
+        assert_eq!(dv.list("Processed").len(), 2, "move: {move_}");
+        assert!(dv.list("Processed").contains(&a) && dv.list("Processed").contains(&c));
+        assert_eq!(
+            dv.list("INBOX"),
+            vec![b.clone()],
+            "the neighbour stays (move: {move_})"
+        );
+    }
+}
+
+#[tokio::test]
 async fn settle_without_uidplus_copies_and_leaves_the_expunge() {
     let dv = Dovecot::start(DovecotOptions {
         move_: false,

@@ -425,33 +425,47 @@ impl ImapMailbox {
     /// and [`ImapMailbox::fetch`] skips `\Deleted` mails, so leaving it is safe.
     /// Moving a UID that is already gone is not an error (IMAP treats it as no-op).
     pub async fn settle(&mut self, uid: u32, dest: Destination) -> anyhow::Result<()> {
+        self.settle_many(&[uid], dest).await
+    }
+
+    /// [`ImapMailbox::settle`] for several messages going to the same folder, as
+    /// one UID set: one round trip for a whole batch instead of one per mail.
+    pub async fn settle_many(&mut self, uids: &[u32], dest: Destination) -> anyhow::Result<()> {
+        if uids.is_empty() {
+            return Ok(());
+        }
         let folder = match dest {
             Destination::Processed => self.processed.clone(),
             Destination::Review => self.review.clone(),
             Destination::Ignored => self.ignored.clone(),
         };
+        let set = uids
+            .iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         if self.caps.move_ {
             self.run(
-                &format!("moving uid {uid} to {folder}"),
-                &format!("UID MOVE {uid} {folder}"),
+                &format!("moving uid {set} to {folder}"),
+                &format!("UID MOVE {set} {folder}"),
             )
             .await?;
             return Ok(());
         }
         self.run(
-            &format!("copying uid {uid} to {folder}"),
-            &format!("UID COPY {uid} {folder}"),
+            &format!("copying uid {set} to {folder}"),
+            &format!("UID COPY {set} {folder}"),
         )
         .await?;
         self.run(
-            &format!("flagging uid {uid} deleted"),
-            &format!("UID STORE {uid} +FLAGS.SILENT (\\Deleted)"),
+            &format!("flagging uid {set} deleted"),
+            &format!("UID STORE {set} +FLAGS.SILENT (\\Deleted)"),
         )
         .await?;
         if self.caps.uidplus {
             self.run(
-                &format!("expunging uid {uid}"),
-                &format!("UID EXPUNGE {uid}"),
+                &format!("expunging uid {set}"),
+                &format!("UID EXPUNGE {set}"),
             )
             .await?;
         }

@@ -1,8 +1,9 @@
-//! The mailer: sends the outbox, one confirmation at a time, until it is empty.
+//! The mailer: sends the outbox until it is empty, up to `PARALLEL_SENDS` at once.
 //!
 //! Rows are rendered when queued (see `reply`), so this task only moves bytes: over
-//! SMTP (lettre, pooled, TLS by rustls; password or XOAUTH2 auth) or into `.eml` files (lettre's file
-//! transport, the embedded default). A transient failure (network, 4xx) is retried
+//! SMTP (lettre's protocol, TLS by rustls, password or XOAUTH2 auth; plain and
+//! STARTTLS on pooled sockets of our own with `TCP_NODELAY`) or into `.eml` files
+//! (lettre's file transport, the embedded default). A transient failure (network, 4xx) is retried
 //! with exponential backoff; a permanent one (5xx) parks the row as `failed` with
 //! the server's answer for the operator. After `MAX_ATTEMPTS` a row is failed too.
 //! The loop wakes on a nudge when something is queued, and polls every few seconds
@@ -154,17 +155,7 @@ impl Sender {
                 };
                 match transport.send_raw(envelope, raw).await {
                     Ok(_) => Sent::Ok,
-                    // An expired or revoked token looks permanent (535) but is not:
-                    // forget it and retry with a new one. Any other 5xx (a refused
-                    // recipient, say) is permanent with XOAUTH2 as with a password.
-                    Err(e) if smtp.oauth.is_some() && token_refused(&e) => {
-                        if let Some((_, tokens)) = &smtp.oauth {
-                            tokens.invalidate();
-                        }
-                        Sent::Retry(format!("the server refused the access token: {e}"))
-                    }
-                    Err(e) if e.is_permanent() => Sent::Failed(format!("{e}")),
-                    Err(e) => Sent::Retry(format!("{e}")),
+                    Err(e) => smtp.classify(e),
                 }
             }
         }
@@ -315,7 +306,10 @@ impl Smtp {
         }
     }
 
-    /// Sorts a refusal into retry or failed, as for lettre's transport.
+    /// Sorts a refusal into retry or failed. An expired or revoked token looks
+    /// permanent (535) but is not: it is forgotten and the mail retried with a new
+    /// one. Any other 5xx (a refused recipient, say) is permanent with XOAUTH2 as
+    /// with a password.
     fn classify(&self, e: lettre::transport::smtp::Error) -> Sent {
         match &self.oauth {
             Some((_, tokens)) if token_refused(&e) => {

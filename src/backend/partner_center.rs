@@ -347,23 +347,10 @@ impl PartnerCenter {
         let correlation = request_id(&["case", &job.case_id.to_string()]);
         let attempt = job.attempts.to_string();
         for round in 0..2 {
-            let current = match self
-                .read(
-                    client,
-                    &url,
-                    &request_id(&[key, "get", &attempt, &round.to_string()]),
-                    &correlation,
-                )
-                .await
-            {
-                Step::Ok(v) => v,
-                Step::EtagStale(e) => {
-                    return JobOutcome::Retry {
-                        error: e,
-                        after: None,
-                    }
-                }
-                Step::Stop(o) => return o,
+            let rid = request_id(&[key, "get", &attempt, &round.to_string()]);
+            let current = match self.read_for_job(client, &url, &rid, &correlation).await {
+                Ok(v) => v,
+                Err(outcome) => return outcome,
             };
             let before = value_str(&current["partnerId"]).unwrap_or_default();
             if before == job.mpn_id {
@@ -415,23 +402,10 @@ impl PartnerCenter {
                     ));
                 }
             }
-            let after = match self
-                .read(
-                    client,
-                    &url,
-                    &request_id(&[key, "readback", &attempt, &round.to_string()]),
-                    &correlation,
-                )
-                .await
-            {
-                Step::Ok(v) => v,
-                Step::EtagStale(e) => {
-                    return JobOutcome::Retry {
-                        error: e,
-                        after: None,
-                    }
-                }
-                Step::Stop(o) => return o,
+            let rid = request_id(&[key, "readback", &attempt, &round.to_string()]);
+            let after = match self.read_for_job(client, &url, &rid, &correlation).await {
+                Ok(v) => v,
+                Err(outcome) => return outcome,
             };
             let now = value_str(&after["partnerId"]).unwrap_or_default();
             if now != job.mpn_id {
@@ -450,6 +424,22 @@ impl PartnerCenter {
         JobOutcome::Retry {
             error: format!("subscription {sub}: ETag stale twice"),
             after: None,
+        }
+    }
+
+    /// A GET of the subscription for a job: the resource, or the job's outcome
+    /// when it could not be read (a stale ETag here is simply a retry).
+    async fn read_for_job(
+        &self,
+        client: &Client,
+        url: &str,
+        rid: &str,
+        correlation: &str,
+    ) -> Result<Value, JobOutcome> {
+        match self.read(client, url, rid, correlation).await {
+            Step::Ok(v) => Ok(v),
+            Step::EtagStale(error) => Err(JobOutcome::Retry { error, after: None }),
+            Step::Stop(o) => Err(o),
         }
     }
 

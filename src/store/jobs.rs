@@ -18,7 +18,7 @@ use anyhow::{anyhow, bail};
 
 use super::cases::{job_row, queue_mail, JobRow, JOB_COLUMNS};
 use super::registry::reseller_for_mail;
-use super::{audit, Ctx, Store};
+use super::{audit, Cached, Ctx, Store};
 use crate::reply::{self, Kind};
 use crate::triage::{MpnId, RejectReason};
 
@@ -40,11 +40,11 @@ impl Store {
     /// the queue; their attempt stays counted. Returns how many jobs.
     pub fn requeue_running(&mut self, now: i64) -> Result<usize> {
         let tx = self.write()?;
-        let n = tx.execute(
+        let n = tx.exec(
             "UPDATE jobs SET state = 'pending', next_attempt_at = 0, updated_at = ?1 WHERE state = 'running'",
             [now],
         )?;
-        tx.execute(
+        tx.exec(
             "UPDATE gate_events SET delivery = 'pending', next_attempt_at = 0, updated_at = ?1
              WHERE delivery = 'running'",
             [now],
@@ -58,7 +58,7 @@ impl Store {
     pub fn claim_jobs(&mut self, now: i64, limit: usize) -> Result<Vec<JobRow>> {
         let tx = self.write()?;
         let ids: Vec<i64> = {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT id FROM jobs WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
             )?;
             let rows = stmt
@@ -68,11 +68,11 @@ impl Store {
         };
         let mut jobs = Vec::with_capacity(ids.len());
         for id in ids {
-            tx.execute(
+            tx.exec(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
                 params![id, now],
             )?;
-            jobs.push(tx.query_row(
+            jobs.push(tx.one(
                 &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
                 [id],
                 job_row,
@@ -86,7 +86,7 @@ impl Store {
     /// waits until `next_at` and runs again.
     pub fn job_retry(&mut self, id: i64, error: &str, next_at: i64, ctx: &Ctx<'_>) -> Result<()> {
         let tx = self.write()?;
-        let n = tx.execute(
+        let n = tx.exec(
             "UPDATE jobs SET state = 'pending', last_error = ?2, next_attempt_at = ?3, updated_at = ?4
              WHERE id = ?1 AND state = 'running'",
             params![id, error, next_at, ctx.now],
@@ -117,7 +117,7 @@ impl Store {
     /// last error until an operator revives it (`mpnd queue retry CASE`).
     pub fn job_dead(&mut self, id: i64, error: &str, ctx: &Ctx<'_>) -> Result<()> {
         let tx = self.write()?;
-        let n = tx.execute(
+        let n = tx.exec(
             "UPDATE jobs SET state = 'dead', last_error = ?2, updated_at = ?3 WHERE id = ?1 AND state = 'running'",
             params![id, error, ctx.now],
         )?;
@@ -130,7 +130,7 @@ impl Store {
 
     /// The earliest time a pending job or gate delivery is due, if any.
     pub fn next_job_due(&self) -> Result<Option<i64>> {
-        Ok(self.conn.query_row(
+        Ok(self.conn.one(
             "SELECT MIN(t) FROM (SELECT MIN(next_attempt_at) AS t FROM jobs WHERE state = 'pending'
              UNION ALL SELECT MIN(next_attempt_at) FROM gate_events WHERE delivery = 'pending')",
             [],
@@ -152,7 +152,7 @@ impl Store {
     ) -> Result<()> {
         let tx = self.write()?;
         let state: String = tx
-            .query_row("SELECT state FROM cases WHERE id = ?1", [case_id], |r| {
+            .one("SELECT state FROM cases WHERE id = ?1", [case_id], |r| {
                 r.get(0)
             })
             .map_err(|_| anyhow!("no case {case_id}"))?;
@@ -160,7 +160,7 @@ impl Store {
             bail!("case {case_id} is {state}: only a case in review (or rejected) can be approved");
         }
         let (_, locale, _) = reseller_for_mail(&tx, account)?;
-        tx.execute(
+        tx.exec(
             "UPDATE cases SET state = 'rejected', decision = 'reject', account = ?2, mpn_id = ?3,
              decided_by = ?4, updated_at = ?5, reasons = json_insert(reasons, '$[#]', ?6) WHERE id = ?1",
             params![case_id, account, id.as_str(), ctx.actor, ctx.now, evidence],
@@ -189,7 +189,7 @@ impl Store {
     /// Adds a line to a case's reasons (its evidence), e.g. what Microsoft said.
     pub fn note_case(&mut self, case_id: i64, note: &str, ctx: &Ctx<'_>) -> Result<()> {
         let tx = self.write()?;
-        tx.execute(
+        tx.exec(
             "UPDATE cases SET reasons = json_insert(reasons, '$[#]', ?2), updated_at = ?3 WHERE id = ?1",
             params![case_id, note, ctx.now],
         )?;
@@ -204,14 +204,14 @@ impl Store {
     /// waiting for a retry gets nothing new until that one is settled.
     pub fn claim_gate_events(&mut self, now: i64, limit: usize) -> Result<Vec<GateEvent>> {
         let tx = self.write()?;
-        tx.execute(
+        tx.exec(
             "UPDATE gate_events SET delivery = 'superseded', updated_at = ?1
              WHERE delivery = 'pending' AND EXISTS (SELECT 1 FROM gate_events n
                WHERE n.account = gate_events.account AND n.id > gate_events.id)",
             [now],
         )?;
         let events = {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "SELECT id, account, state, allowed, mpn_id, pending_mpn_id, attempts, created_at
                  FROM gate_events e WHERE delivery = 'pending' AND next_attempt_at <= ?1
                  AND NOT EXISTS (SELECT 1 FROM gate_events o WHERE o.account = e.account AND o.id < e.id
@@ -235,7 +235,7 @@ impl Store {
             rows
         };
         for e in &events {
-            tx.execute(
+            tx.exec(
                 "UPDATE gate_events SET delivery = 'running', attempts = attempts + 1, updated_at = ?2 WHERE id = ?1",
                 params![e.id, now],
             )?;
@@ -247,10 +247,10 @@ impl Store {
     pub fn gate_event_done(&mut self, id: i64, ctx: &Ctx<'_>) -> Result<()> {
         let tx = self.write()?;
         let account: String =
-            tx.query_row("SELECT account FROM gate_events WHERE id = ?1", [id], |r| {
+            tx.one("SELECT account FROM gate_events WHERE id = ?1", [id], |r| {
                 r.get(0)
             })?;
-        tx.execute(
+        tx.exec(
             "UPDATE gate_events SET delivery = 'done', last_error = '', updated_at = ?2 WHERE id = ?1",
             params![id, ctx.now],
         )?;
@@ -271,7 +271,7 @@ impl Store {
     /// must learn the latest state, so it waits and is tried again (or a newer
     /// change of the same reseller supersedes it).
     pub fn gate_event_retry(&mut self, id: i64, error: &str, next_at: i64, now: i64) -> Result<()> {
-        self.conn.execute(
+        self.conn.exec(
             "UPDATE gate_events SET delivery = 'pending', last_error = ?2, next_attempt_at = ?3, updated_at = ?4
              WHERE id = ?1",
             params![id, error, next_at, now],
@@ -281,7 +281,7 @@ impl Store {
 
     /// Every gate change recorded, oldest first (for tests and `mpnd status`).
     pub fn gate_events(&self) -> Result<Vec<(GateEvent, String, String)>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, account, state, allowed, mpn_id, pending_mpn_id, attempts, created_at, delivery, last_error
              FROM gate_events ORDER BY id",
         )?;
@@ -315,7 +315,7 @@ fn audit_job(
     action: &str,
     detail: &str,
 ) -> Result<()> {
-    let (case_id, account): (i64, String) = tx.query_row(
+    let (case_id, account): (i64, String) = tx.one(
         "SELECT case_id, account FROM jobs WHERE id = ?1",
         [id],
         |r| Ok((r.get(0)?, r.get(1)?)),

@@ -21,12 +21,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use rusqlite::{
+    params, Connection, OptionalExtension, Params, Row, Transaction, TransactionBehavior,
+};
 use serde::Serialize;
 
 pub use cases::{CaseDetail, CaseRow, Committed, Incoming, JobRow};
 pub use jobs::GateEvent;
-pub use outbox::OutboxRow;
+pub use outbox::{OutboxOutcome, OutboxRow};
 pub use registry::{registry_from_csv, GateAnswer, ImportReport, Reseller, Subscription};
 
 use crate::reply::Templates;
@@ -35,6 +37,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/001_initial.sql"),
     include_str!("../../migrations/002_backend.sql"),
     include_str!("../../migrations/003_indexes.sql"),
+    include_str!("../../migrations/004_backlog.sql"),
 ];
 
 /// What a write needs besides its arguments: the time, and how to render the
@@ -88,6 +91,7 @@ impl Store {
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open store {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(128);
         // FULL: a commit is on disk before the mail is moved out of the inbox.
         conn.execute_batch(&format!(
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
@@ -101,9 +105,7 @@ impl Store {
     }
 
     fn migrate(&mut self) -> Result<()> {
-        let version: i64 = self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let version: i64 = self.conn.one("PRAGMA user_version", [], |r| r.get(0))?;
         if version as usize > MIGRATIONS.len() {
             bail!(
                 "the store has schema version {version}, newer than this mpnd knows ({}): \
@@ -135,7 +137,7 @@ impl Store {
         account: Option<&str>,
         limit: usize,
     ) -> Result<Vec<AuditEvent>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, at, actor, action, case_id, account, job_id, detail FROM audit
              WHERE (?1 IS NULL OR case_id = ?1) AND (?2 IS NULL OR account = ?2)
              ORDER BY id DESC LIMIT ?3",
@@ -159,7 +161,7 @@ impl Store {
 
     /// Records something the daemon wants `mpnd status` to show.
     pub fn set_status(&mut self, key: &str, value: &str, now: i64) -> Result<()> {
-        self.conn.execute(
+        self.conn.exec(
             "INSERT INTO status (key, value, updated_at) VALUES (?1, ?2, ?3)
              ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
             params![key, value, now],
@@ -170,7 +172,7 @@ impl Store {
     pub fn status(&self) -> Result<Vec<(String, String, i64)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT key, value, updated_at FROM status ORDER BY key")?;
+            .prepare_cached("SELECT key, value, updated_at FROM status ORDER BY key")?;
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -187,7 +189,7 @@ impl Store {
             ("resellers", "state"),
             ("gate_events", "delivery"),
         ] {
-            let mut stmt = self.conn.prepare(&format!(
+            let mut stmt = self.conn.prepare_cached(&format!(
                 "SELECT {col}, COUNT(*) FROM {table} GROUP BY {col} ORDER BY {col}"
             ))?;
             let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -196,7 +198,7 @@ impl Store {
                 out.push((table.to_string(), state, n));
             }
         }
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT outcome || '/' || decision, COUNT(*) FROM cases GROUP BY outcome, decision",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))?;
@@ -211,7 +213,7 @@ impl Store {
     pub fn cursor(&self, folder: &str) -> Result<Option<(u32, u32)>> {
         Ok(self
             .conn
-            .query_row(
+            .one(
                 "SELECT uidvalidity, next_uid FROM mailbox_cursor WHERE folder = ?1",
                 [folder],
                 |r| Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u32)),
@@ -221,9 +223,9 @@ impl Store {
 
     /// Every stored IMAP cursor: (folder, uidvalidity, next UID).
     pub fn cursors(&self) -> Result<Vec<(String, u32, u32)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT folder, uidvalidity, next_uid FROM mailbox_cursor ORDER BY folder")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT folder, uidvalidity, next_uid FROM mailbox_cursor ORDER BY folder",
+        )?;
         let rows = stmt
             .query_map([], |r| {
                 Ok((
@@ -237,13 +239,41 @@ impl Store {
     }
 
     pub fn set_cursor(&mut self, folder: &str, uidvalidity: u32, next_uid: u32) -> Result<()> {
-        self.conn.execute(
+        self.conn.exec(
             "INSERT INTO mailbox_cursor (folder, uidvalidity, next_uid) VALUES (?1, ?2, ?3)
              ON CONFLICT(folder) DO UPDATE SET uidvalidity = excluded.uidvalidity,
                                                next_uid = excluded.next_uid",
             params![folder, uidvalidity as i64, next_uid as i64],
         )?;
         Ok(())
+    }
+}
+
+/// Statements through the connection's statement cache. The daemon runs the same
+/// few dozen statements for every mail; preparing each anew was a tenth of its CPU
+/// in a backlog (`bench/run.sh --attach 'perf record …'`).
+pub(crate) trait Cached {
+    fn exec<P: Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize>;
+    fn one<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        p: P,
+        f: F,
+    ) -> rusqlite::Result<T>;
+}
+
+impl Cached for Connection {
+    fn exec<P: Params>(&self, sql: &str, p: P) -> rusqlite::Result<usize> {
+        self.prepare_cached(sql)?.execute(p)
+    }
+
+    fn one<T, P: Params, F: FnOnce(&Row<'_>) -> rusqlite::Result<T>>(
+        &self,
+        sql: &str,
+        p: P,
+        f: F,
+    ) -> rusqlite::Result<T> {
+        self.prepare_cached(sql)?.query_row(p, f)
     }
 }
 
@@ -256,7 +286,7 @@ fn audit(
     job_id: Option<i64>,
     detail: &str,
 ) -> Result<()> {
-    tx.execute(
+    tx.exec(
         "INSERT INTO audit (at, actor, action, case_id, account, job_id, detail)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![ctx.now, ctx.actor, action, case_id, account, job_id, detail],

@@ -8,7 +8,18 @@ use anyhow::Result;
 use rusqlite::params;
 use serde::Serialize;
 
-use super::Store;
+use super::{Cached, Store};
+
+/// What became of one attempt to send a confirmation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxOutcome {
+    /// Accepted by the server at this time.
+    Sent { at: i64 },
+    /// Refused for now; tried again at this time.
+    Retry { error: String, at: i64 },
+    /// Refused for good, or out of attempts: parked for the operator.
+    Failed { error: String },
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct OutboxRow {
@@ -49,7 +60,7 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OutboxRow> {
 
 impl Store {
     pub fn outbox(&self, case_id: Option<i64>) -> Result<Vec<OutboxRow>> {
-        let mut stmt = self.conn.prepare(&format!(
+        let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {COLUMNS} FROM outbox WHERE ?1 IS NULL OR case_id = ?1 ORDER BY id"
         ))?;
         let rows = stmt
@@ -63,7 +74,7 @@ impl Store {
     pub fn claim_outbox(&mut self, now: i64, limit: usize) -> Result<Vec<OutboxRow>> {
         let tx = self.write()?;
         let rows = {
-            let mut stmt = tx.prepare(&format!(
+            let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1
                  ORDER BY id LIMIT ?2"
             ))?;
@@ -73,7 +84,7 @@ impl Store {
             rows
         };
         for r in &rows {
-            tx.execute(
+            tx.exec(
                 "UPDATE outbox SET attempts = attempts + 1 WHERE id = ?1",
                 [r.id],
             )?;
@@ -82,33 +93,34 @@ impl Store {
         Ok(rows)
     }
 
-    pub fn outbox_sent(&mut self, id: i64, now: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET state = 'sent', sent_at = ?2, last_error = '' WHERE id = ?1",
-            params![id, now],
-        )?;
-        Ok(())
-    }
-
-    pub fn outbox_retry(&mut self, id: i64, error: &str, next_at: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
-            params![id, error, next_at],
-        )?;
-        Ok(())
-    }
-
-    pub fn outbox_failed(&mut self, id: i64, error: &str) -> Result<()> {
-        self.conn.execute(
-            "UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1",
-            params![id, error],
-        )?;
+    /// Records what became of confirmations, several in one transaction: one
+    /// commit per sent mail held the store (and its fsync) once per mail, and the
+    /// batch commits of incoming mail queued behind it (bench/run.sh).
+    pub fn outbox_record(&mut self, outcomes: &[(i64, OutboxOutcome)]) -> Result<()> {
+        let tx = self.write()?;
+        for (id, outcome) in outcomes {
+            match outcome {
+                OutboxOutcome::Sent { at } => tx.exec(
+                    "UPDATE outbox SET state = 'sent', sent_at = ?2, last_error = '' WHERE id = ?1",
+                    params![id, at],
+                ),
+                OutboxOutcome::Retry { error, at } => tx.exec(
+                    "UPDATE outbox SET last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+                    params![id, error, at],
+                ),
+                OutboxOutcome::Failed { error } => tx.exec(
+                    "UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1",
+                    params![id, error],
+                ),
+            }?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
     /// Puts failed confirmations back in the queue (`mpnd queue retry`).
     pub fn outbox_revive(&mut self, case_id: i64) -> Result<usize> {
-        Ok(self.conn.execute(
+        Ok(self.conn.exec(
             "UPDATE outbox SET state = 'pending', next_attempt_at = 0 WHERE case_id = ?1 AND state = 'failed'",
             [case_id],
         )?)
@@ -116,7 +128,7 @@ impl Store {
 
     /// Seconds until the next pending confirmation is due, if any.
     pub fn next_outbox_due(&self) -> Result<Option<i64>> {
-        Ok(self.conn.query_row(
+        Ok(self.conn.one(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'pending'",
             [],
             |r| r.get(0),

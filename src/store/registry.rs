@@ -12,7 +12,7 @@ use anyhow::{bail, Context, Result};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::{audit, Ctx, Store};
+use super::{audit, Cached, Ctx, Store};
 use crate::triage::{MpnId, Registry, RegistryEntry};
 
 #[derive(Clone, Debug, Serialize)]
@@ -282,7 +282,7 @@ impl Store {
         for row in &rows {
             for key in row.contacts.iter().chain(row.domains.iter()) {
                 let clash: Option<String> = tx
-                    .query_row(
+                    .one(
                         "SELECT account FROM resellers WHERE account <> ?1 AND
                          (';' || contact_emails || ';' LIKE '%;' || ?2 || ';%'
                           OR ';' || domains || ';' LIKE '%;' || ?2 || ';%')",
@@ -305,7 +305,7 @@ impl Store {
         let mut report = ImportReport::default();
         for row in rows {
             let existing: Option<(String, String, String, Option<String>, String, bool)> = tx
-                .query_row(
+                .one(
                     "SELECT company, contact_emails, domains, mpn_id, locale, mpn_id_applied
                      FROM resellers WHERE account = ?1",
                     [&row.account],
@@ -326,7 +326,7 @@ impl Store {
             match existing {
                 None => {
                     let state = row.state.as_deref().unwrap_or("awaiting_id");
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO resellers (account, company, contact_emails, domains, mpn_id,
                          mpn_id_applied, locale, state, updated_at) VALUES (?1,?2,?3,?4,?5,0,?6,?7,?8)",
                         params![row.account, row.company, contacts, domains, row.old_id, row.locale, state, ctx.now],
@@ -337,7 +337,7 @@ impl Store {
                         } else {
                             "revoked"
                         };
-                        tx.execute(
+                        tx.exec(
                             "INSERT OR IGNORE INTO reseller_ids (account, mpn_id, status, since) VALUES (?1,?2,?3,?4)",
                             params![row.account, id, status, ctx.now],
                         )?;
@@ -365,17 +365,17 @@ impl Store {
                         report.unchanged += 1;
                         continue;
                     }
-                    tx.execute(
+                    tx.exec(
                         "UPDATE resellers SET company = ?2, contact_emails = ?3, domains = ?4, locale = ?5,
                          updated_at = ?6 WHERE account = ?1",
                         params![row.account, row.company, contacts, domains, row.locale, ctx.now],
                     )?;
                     if id_changes {
-                        tx.execute(
+                        tx.exec(
                             "UPDATE resellers SET mpn_id = ?2 WHERE account = ?1",
                             params![row.account, row.old_id],
                         )?;
-                        tx.execute(
+                        tx.exec(
                             "INSERT OR IGNORE INTO reseller_ids (account, mpn_id, status, since) VALUES (?1,?2,'revoked',?3)",
                             params![row.account, row.old_id, ctx.now],
                         )?;
@@ -442,7 +442,7 @@ impl Store {
         let mut report = ImportReport::default();
         for (account, customer, sub, offer, partner) in rows {
             let existing: Option<(String, String, String, String)> = tx
-                .query_row(
+                .one(
                     "SELECT account, customer_id, offer, partner_id FROM subscriptions WHERE subscription_id = ?1",
                     [&sub],
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
@@ -460,7 +460,7 @@ impl Store {
                     report.unchanged += 1
                 }
                 Some(_) => {
-                    tx.execute(
+                    tx.exec(
                         "UPDATE subscriptions SET account=?2, customer_id=?3, offer=?4, partner_id=?5, updated_at=?6
                          WHERE subscription_id=?1",
                         params![sub, account, customer, offer, partner, ctx.now],
@@ -468,7 +468,7 @@ impl Store {
                     report.updated += 1;
                 }
                 None => {
-                    tx.execute(
+                    tx.exec(
                         "INSERT INTO subscriptions (subscription_id, account, customer_id, offer, partner_id, updated_at)
                          VALUES (?1,?2,?3,?4,?5,?6)",
                         params![sub, account, customer, offer, partner, ctx.now],
@@ -491,7 +491,7 @@ impl Store {
     }
 
     pub fn resellers(&self) -> Result<Vec<Reseller>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT account, company, contact_emails, domains, mpn_id, mpn_id_applied, pending_mpn_id,
                     locale, state, updated_at FROM resellers ORDER BY account",
         )?;
@@ -514,7 +514,7 @@ impl Store {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut stmt = self
             .conn
-            .prepare("SELECT account, mpn_id FROM reseller_ids WHERE status = 'revoked' ORDER BY since, mpn_id")?;
+            .prepare_cached("SELECT account, mpn_id FROM reseller_ids WHERE status = 'revoked' ORDER BY since, mpn_id")?;
         let revoked = stmt
             .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -531,7 +531,7 @@ impl Store {
     }
 
     pub fn subscriptions(&self, account: Option<&str>) -> Result<Vec<Subscription>> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT subscription_id, account, customer_id, offer, partner_id FROM subscriptions
              WHERE ?1 IS NULL OR account = ?1 ORDER BY account, customer_id, subscription_id",
         )?;
@@ -585,7 +585,7 @@ impl Store {
     pub fn revoke(&mut self, account: &str, ctx: &Ctx<'_>) -> Result<()> {
         let tx = self.write()?;
         let id: Option<Option<String>> = tx
-            .query_row(
+            .one(
                 "SELECT mpn_id FROM resellers WHERE account = ?1",
                 [account],
                 |r| r.get(0),
@@ -595,14 +595,14 @@ impl Store {
             bail!("no reseller with account {account:?}");
         };
         if let Some(id) = &id {
-            tx.execute(
+            tx.exec(
                 "INSERT INTO reseller_ids (account, mpn_id, status, since) VALUES (?1, ?2, 'revoked', ?3)
                  ON CONFLICT(account, mpn_id) DO UPDATE SET status = 'revoked', since = excluded.since",
                 params![account, id, ctx.now],
             )?;
         }
         super::cases::cancel_updates(&tx, account, ctx, "reseller revoked")?;
-        tx.execute(
+        tx.exec(
             "UPDATE resellers SET state = 'awaiting_id', mpn_id_applied = 0, pending_mpn_id = NULL,
              updated_at = ?2 WHERE account = ?1",
             params![account, ctx.now],
@@ -671,7 +671,7 @@ pub(super) fn reseller_for_mail(
     tx: &Transaction<'_>,
     account: &str,
 ) -> Result<(String, String, Vec<String>)> {
-    tx.query_row(
+    tx.one(
         "SELECT company, locale, contact_emails FROM resellers WHERE account = ?1",
         [account],
         |r| Ok((r.get(0)?, r.get(1)?, split_list(&r.get::<_, String>(2)?))),

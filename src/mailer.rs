@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{address_of, Auth, SmtpConfig, SmtpServer, Tls, Transport};
 use crate::oauth::TokenSource;
-use crate::store::{now, Store};
+use crate::store::{now, OutboxOutcome, Store};
 use futures::StreamExt as _;
 
 const MAX_ATTEMPTS: i64 = 20;
@@ -371,7 +371,7 @@ pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, cfg: &SmtpConfig)
         // the final "."), not on this machine, so sending one by one capped the
         // outbox at ~20 mails/s (bench/run.sh).
         let from = &from;
-        let mut results = futures::stream::iter(rows)
+        let results = futures::stream::iter(rows)
             .map(|row| async move {
                 let result = match row.recipient.parse::<Address>() {
                     Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
@@ -383,25 +383,38 @@ pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, cfg: &SmtpConfig)
                 (row, result)
             })
             .buffer_unordered(PARALLEL_SENDS);
-        // Each outcome is recorded the moment it is known: a crash can then catch
-        // at most the sends in flight between the server's acceptance and the mark.
-        while let Some((row, result)) = results.next().await {
-            let mut s = store.lock().expect("store lock poisoned");
-            match result {
-                Sent::Ok => {
-                    s.outbox_sent(row.id, now())?;
-                    sent += 1;
-                    tracing::info!(outbox = row.id, case = row.case_id, kind = %row.kind, to = %row.recipient, "confirmation sent");
-                }
-                Sent::Retry(e) if row.attempts + 1 < MAX_ATTEMPTS => {
-                    tracing::warn!(outbox = row.id, error = %e, "confirmation not sent, will retry");
-                    s.outbox_retry(row.id, &e, now() + backoff(cfg.retry_initial, row.attempts))?;
-                }
-                Sent::Retry(e) | Sent::Failed(e) => {
-                    tracing::error!(outbox = row.id, error = %e, "confirmation failed; parked for the operator");
-                    s.outbox_failed(row.id, &e)?;
-                }
+        // Each outcome is recorded as soon as it is known, together with those
+        // that are known at the same moment (`ready_chunks` waits for none): a
+        // crash can then catch at most the sends in flight between the server's
+        // acceptance and the mark.
+        let mut results = results.ready_chunks(PARALLEL_SENDS);
+        while let Some(done) = results.next().await {
+            let mut outcomes = Vec::with_capacity(done.len());
+            for (row, result) in done {
+                let outcome = match result {
+                    Sent::Ok => {
+                        sent += 1;
+                        tracing::info!(outbox = row.id, case = row.case_id, kind = %row.kind, to = %row.recipient, "confirmation sent");
+                        OutboxOutcome::Sent { at: now() }
+                    }
+                    Sent::Retry(e) if row.attempts + 1 < MAX_ATTEMPTS => {
+                        tracing::warn!(outbox = row.id, error = %e, "confirmation not sent, will retry");
+                        OutboxOutcome::Retry {
+                            at: now() + backoff(cfg.retry_initial, row.attempts),
+                            error: e,
+                        }
+                    }
+                    Sent::Retry(e) | Sent::Failed(e) => {
+                        tracing::error!(outbox = row.id, error = %e, "confirmation failed; parked for the operator");
+                        OutboxOutcome::Failed { error: e }
+                    }
+                };
+                outcomes.push((row.id, outcome));
             }
+            store
+                .lock()
+                .expect("store lock poisoned")
+                .outbox_record(&outcomes)?;
         }
     }
 }

@@ -10,6 +10,7 @@
 //! off and goes on. SIGTERM or ctrl-c cancels one token; every task is then joined
 //! within `SHUTDOWN_GRACE`.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -351,7 +352,7 @@ pub struct Item<'a> {
 /// What the registry looks like once `t` (an apply) is committed: its ID is the
 /// reseller's current one, and the ID it replaces is old (as `Store::registry`
 /// would say after the commit).
-fn note_apply(registry: &mut Registry, t: &Triage) {
+fn note_apply(registry: &mut Registry, t: &Triage, touched: &mut HashSet<String>) {
     let (Some(account), Some(id)) = (&t.reseller, &t.mpn_id) else {
         return;
     };
@@ -360,12 +361,108 @@ fn note_apply(registry: &mut Registry, t: &Triage) {
         .iter_mut()
         .find(|r| &r.account == account)
     {
+        touched.insert(id.to_string());
         if let Some(previous) = r.current_id.replace(id.to_string()) {
             if previous != id.as_str() && !r.old_ids.contains(&previous) {
+                touched.insert(previous.clone());
                 r.old_ids.push(previous);
             }
         }
     }
+}
+
+/// Triages a batch on every core against the registry as it was when the batch
+/// began. Triage is pure and was half of a backlog's CPU on one core; the caller
+/// repeats the few mails whose result an earlier apply of the same batch could
+/// change (see [`Pipeline::process_batch`]).
+fn triage_all(
+    items: &[Item<'_>],
+    registry: &Registry,
+    config: &Config,
+    heartbeat: &std::sync::atomic::AtomicI64,
+) -> Vec<Triage> {
+    let one = |item: &Item<'_>| match item.raw {
+        Some(raw) if item.size <= config.max_message_size => {
+            triage_guarded(raw, registry, &config.policy)
+        }
+        _ => oversize(item.size, config.max_message_size),
+    };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if workers <= 1 {
+        return items.iter().map(one).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Triage)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        heartbeat.store(now(), Ordering::Relaxed);
+                        mine.push((i, one(item)));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            // triage_guarded catches a panic inside triage; a worker itself
+            // cannot panic, and if it did, the mails it took are triaged again.
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    let mut out = Vec::with_capacity(items.len());
+    let mut done = done.into_iter().peekable();
+    for (i, item) in items.iter().enumerate() {
+        match done.next_if(|(j, _)| *j == i) {
+            Some((_, t)) => out.push(t),
+            None => out.push(one(item)),
+        }
+    }
+    out
+}
+
+/// A batch triaged ahead of its turn (on the blocking pool, while the batch before
+/// it commits), against the config and registry of that moment.
+pub struct Speculation {
+    live: Arc<Live>,
+    registry: Registry,
+    triages: Vec<Triage>,
+}
+
+/// The IDs whose standing differs between two registries, or `None` when anything
+/// else differs (a reseller, contact or domain added or removed): then every mail
+/// must be triaged again.
+fn changed_ids(before: &Registry, now: &Registry) -> Option<HashSet<String>> {
+    if before.resellers.len() != now.resellers.len() {
+        return None;
+    }
+    let mut ids = HashSet::new();
+    for (a, b) in before.resellers.iter().zip(&now.resellers) {
+        if a.account != b.account
+            || a.company != b.company
+            || a.contact_emails != b.contact_emails
+            || a.domains != b.domains
+            || a.locale != b.locale
+        {
+            return None;
+        }
+        if a.current_id != b.current_id {
+            ids.extend(a.current_id.iter().chain(&b.current_id).cloned());
+        }
+        if a.old_ids != b.old_ids {
+            let (x, y): (HashSet<&String>, HashSet<&String>) =
+                (a.old_ids.iter().collect(), b.old_ids.iter().collect());
+            ids.extend(x.symmetric_difference(&y).map(|s| (*s).clone()));
+        }
+    }
+    Some(ids)
 }
 
 /// What processing one mail needs, shared by every mailbox kind.
@@ -389,19 +486,47 @@ impl Pipeline {
     /// Mails are triaged in order against a registry that learns each apply of
     /// the batch (the ID becomes taken, the reseller's previous one old), exactly
     /// as if each had been committed before the next was triaged.
-    pub async fn process_batch(&self, items: &[Item<'_>]) -> Result<Vec<Option<Committed>>> {
+    ///
+    /// `ahead` is the same batch triaged earlier by [`Pipeline::speculate`]; it is
+    /// used where the registry and config it saw still hold.
+    pub async fn process_batch(
+        &self,
+        items: &[Item<'_>],
+        ahead: Option<Speculation>,
+    ) -> Result<Vec<Option<Committed>>> {
         let live = self.live.read().expect("config lock poisoned").clone();
         let config = &live.config;
         let mut registry = self.registry()?;
+        // IDs whose standing changed since the triage was made: by commits after
+        // the speculation's registry was read, and by each apply earlier in this
+        // batch (the new ID is taken now, the reseller's previous one old). Triage
+        // reads the registry only to judge the chosen ID, so a mail is triaged
+        // again, in order, exactly when its ID is one of these.
+        let reuse = ahead.and_then(|a| {
+            let same = Arc::ptr_eq(&a.live, &live) && a.triages.len() == items.len();
+            let ids = changed_ids(&a.registry, &registry).filter(|_| same)?;
+            Some((a.triages, ids))
+        });
+        let reused = reuse.is_some();
+        let mut again = 0usize;
+        let (speculative, mut touched) = match reuse {
+            Some(r) => r,
+            None => (
+                tokio::task::block_in_place(|| {
+                    triage_all(items, &registry, config, &self.health.heartbeat)
+                }),
+                HashSet::new(),
+            ),
+        };
         let mut prepared: Vec<Option<(Incoming<'_>, Triage)>> = Vec::with_capacity(items.len());
-        for item in items {
+        for (item, mut t) in items.iter().zip(speculative) {
             self.health.heartbeat.store(now(), Ordering::Relaxed);
-            let mut t = match item.raw {
-                Some(raw) if item.size <= config.max_message_size => {
-                    triage_guarded(raw, &registry, &config.policy)
+            if let (Some(raw), Some(id)) = (item.raw, &t.mpn_id) {
+                if touched.contains(id.as_str()) && item.size <= config.max_message_size {
+                    t = triage_guarded(raw, &registry, &config.policy);
+                    again += 1;
                 }
-                _ => oversize(item.size, config.max_message_size),
-            };
+            }
             let key = match (&t.headers.message_id, item.raw) {
                 (Some(id), _) => format!("mid:{id}"),
                 (None, Some(raw)) => format!("sha256:{:x}", Sha256::digest(raw)),
@@ -434,10 +559,11 @@ impl Pipeline {
                 }
             }
             if t.decision == Decision::Apply {
-                note_apply(&mut registry, &t);
+                note_apply(&mut registry, &t, &mut touched);
             }
             prepared.push(Some((incoming, t)));
         }
+        tracing::debug!(mails = items.len(), ahead = reused, again, "batch triaged");
         let ctx = live.ctx("mpnd");
         let batch: Vec<(&Incoming<'_>, &Triage)> =
             prepared.iter().flatten().map(|(m, t)| (m, t)).collect();
@@ -555,6 +681,19 @@ impl Pipeline {
         ));
     }
 
+    /// Triages a batch now, on every core, for [`Pipeline::process_batch`] to use
+    /// later. Blocking: call it on the blocking pool.
+    pub fn speculate(&self, items: &[Item<'_>]) -> Result<Speculation> {
+        let live = self.live.read().expect("config lock poisoned").clone();
+        let registry = self.registry()?;
+        let triages = triage_all(items, &registry, &live.config, &self.health.heartbeat);
+        Ok(Speculation {
+            live,
+            registry,
+            triages,
+        })
+    }
+
     pub fn registry(&self) -> Result<Registry> {
         self.store.lock().expect("store lock poisoned").registry()
     }
@@ -670,7 +809,7 @@ async fn maildir_pass(maildir: &Maildir, p: &Pipeline, shutdown: &CancellationTo
                 raw: raw.as_deref(),
             })
             .collect();
-        let results = p.process_batch(&items).await?;
+        let results = p.process_batch(&items, None).await?;
         for (entry, committed) in chunk.iter().zip(results) {
             // None: not decided yet (verification unavailable), it stays in the inbox.
             if let Some(committed) = committed {
@@ -811,6 +950,25 @@ async fn imap_loop(settings: ImapSettings, p: Arc<Pipeline>, shutdown: Cancellat
 /// batch; the cursor is saved after each batch. A mail left undecided (its ID could
 /// not be verified yet) holds the saved cursor at its UID, so it is tried again
 /// after the next wait, but not the fetching: the mails behind it are handled now.
+/// A fetched batch whose triage runs on the blocking pool.
+struct Ahead {
+    next: Cursor,
+    batch: Arc<Vec<imap::Fetched>>,
+    triage: tokio::task::JoinHandle<Result<Speculation>>,
+}
+
+fn items_of(batch: &[imap::Fetched], uidvalidity: u32) -> Vec<Item<'_>> {
+    batch
+        .iter()
+        .map(|f| Item {
+            position: f.uid.to_string(),
+            uidvalidity,
+            size: f.size,
+            raw: f.raw.as_deref(),
+        })
+        .collect()
+}
+
 async fn imap_drain(
     mb: &mut ImapMailbox,
     p: &Arc<Pipeline>,
@@ -832,8 +990,17 @@ async fn imap_drain(
     };
     // (UIDVALIDITY, the lowest UID left in the inbox undecided).
     let mut held: Option<(u32, u32)> = None;
+    // The next batch, fetched and being triaged while this one commits and moves:
+    // the two cores then share the work instead of taking turns with the server.
+    let mut ahead: Option<Ahead> = None;
     loop {
-        let (next, batch) = mb.fetch(cursor.as_ref()).await?;
+        let (next, batch, speculation) = match ahead.take() {
+            Some(a) => (a.next, a.batch, a.triage.await.ok().and_then(|r| r.ok())),
+            None => {
+                let (next, batch) = mb.fetch(cursor.as_ref()).await?;
+                (next, Arc::new(batch), None)
+            }
+        };
         let lowest_held = held
             .filter(|(validity, _)| *validity == next.uidvalidity)
             .map(|(_, uid)| uid);
@@ -853,16 +1020,20 @@ async fn imap_drain(
             return Ok(());
         }
         let mut lowest_held = lowest_held;
-        let items: Vec<Item<'_>> = batch
-            .iter()
-            .map(|f| Item {
-                position: f.uid.to_string(),
-                uidvalidity: next.uidvalidity,
-                size: f.size,
-                raw: f.raw.as_deref(),
-            })
-            .collect();
-        let results = p.process_batch(&items).await?;
+        let items = items_of(&batch, next.uidvalidity);
+        // Same cursor the next turn would use: UIDs above this batch, which its
+        // moves do not touch.
+        let (after, more) = mb.fetch(Some(&next)).await?;
+        let more = Arc::new(more);
+        ahead = Some(Ahead {
+            next: after,
+            batch: more.clone(),
+            triage: tokio::task::spawn_blocking({
+                let p = p.clone();
+                move || p.speculate(&items_of(&more, after.uidvalidity))
+            }),
+        });
+        let results = p.process_batch(&items, speculation).await?;
         // Committed: moved together, one UID set per folder (one round trip each).
         let mut moves: Vec<(Destination, Vec<u32>)> = Vec::new();
         for (f, committed) in batch.iter().zip(results) {
@@ -890,5 +1061,56 @@ async fn imap_drain(
         )?;
         held = lowest_held.map(|uid| (next.uidvalidity, uid));
         cursor = Some(next);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::triage::RegistryEntry;
+
+    fn entry(account: &str, current: Option<&str>, old: &[&str]) -> RegistryEntry {
+        RegistryEntry {
+            account: account.into(),
+            company: format!("{account} GmbH"),
+            contact_emails: vec![format!("a@{account}.example")],
+            domains: vec![format!("{account}.example")],
+            old_ids: old.iter().map(|s| s.to_string()).collect(),
+            current_id: current.map(str::to_string),
+            locale: "de".into(),
+        }
+    }
+
+    #[test]
+    fn changed_ids_names_ids_whose_standing_moved_and_gives_up_on_anything_else() {
+        let before = Registry {
+            resellers: vec![
+                entry("a", None, &["1111111"]),
+                entry("b", Some("2222222"), &[]),
+            ],
+        };
+        assert_eq!(changed_ids(&before, &before), Some(HashSet::new()));
+
+        // a got a new ID; b's current became old and a newer one current.
+        let after = Registry {
+            resellers: vec![
+                entry("a", Some("3333333"), &["1111111"]),
+                entry("b", Some("4444444"), &["2222222"]),
+            ],
+        };
+        let ids = changed_ids(&before, &after).unwrap();
+        let mut ids: Vec<_> = ids.into_iter().collect();
+        ids.sort();
+        assert_eq!(ids, ["2222222", "3333333", "4444444"]);
+
+        // A new contact, a new reseller: the speculation is thrown away.
+        let mut contact = before.clone();
+        contact.resellers[0]
+            .contact_emails
+            .push("new@a.example".into());
+        assert_eq!(changed_ids(&before, &contact), None);
+        let mut more = before.clone();
+        more.resellers.push(entry("c", None, &[]));
+        assert_eq!(changed_ids(&before, &more), None);
     }
 }

@@ -596,6 +596,81 @@ fn imap_uidvalidity_change_skips_nothing_and_doubles_nothing() {
     w.stop();
 }
 
+/// The daemon triages the next IMAP batch while the one before it commits. A
+/// mail whose ID an earlier apply made taken (or its sender's current one) must
+/// still be judged against the registry after that apply, whether the apply was in
+/// the batch before (committed after the triage was made) or earlier in its own.
+#[test]
+fn a_batch_triaged_ahead_is_judged_against_the_applies_before_it() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let mut w = world_with(
+        &format!(
+            "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\n\
+             password = \"{}\"\nbatch_size = 2",
+            dv.host(),
+            dv.port(),
+            dovecot::USER,
+            dovecot::PASSWORD
+        ),
+        &format!(
+            "kind = \"smtp\"\nhost = \"{}\"\nport = {}\ntls = \"none\"",
+            smtp.host(),
+            smtp.port()
+        ),
+    );
+    w.import_registry();
+    let mails = [
+        // Batch 1.
+        ("k.bergmann@bergmann-it.example", 7_400_001),
+        ("m.huber@alpenblick-computer.example", 7_400_002),
+        // Batch 2, triaged before batch 1 is committed.
+        ("info@kessler-partner.example", 7_400_001),
+        ("k.bergmann@bergmann-it.example", 7_400_001),
+        // Batch 3: the second depends on the first of its own batch.
+        ("k.bergmann@bergmann-it.example", 7_400_003),
+        ("j.meyer@weser-datentechnik.example", 7_400_003),
+    ];
+    for (n, (from, id)) in mails.iter().enumerate() {
+        dv.append(&synthetic(900 + n, from, *id));
+    }
+    w.start_with(&[("MPND_LOG", "mpnd=debug")]);
+    wait_until("backlog settled", Duration::from_secs(20), || {
+        dv.count("INBOX") == 0
+    });
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let decisions: Vec<(String, String, String)> = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["account"].as_str().unwrap_or("-").to_string(),
+                c["mpn_id"].as_str().unwrap_or("-").to_string(),
+                c["decision"].as_str().unwrap_or("-").to_string(),
+            )
+        })
+        .collect();
+    let want = [
+        ("R-20031", "7400001", "apply"),
+        ("R-20047", "7400002", "apply"),
+        ("R-20063", "7400001", "reject"),
+        ("R-20031", "7400001", "review"),
+        ("R-20031", "7400003", "apply"),
+        ("R-20058", "7400003", "reject"),
+    ];
+    let want: Vec<(String, String, String)> = want
+        .iter()
+        .map(|(a, i, d)| (a.to_string(), i.to_string(), d.to_string()))
+        .collect();
+    assert_eq!(decisions, want, "{cases:#}");
+    assert!(
+        w.log().contains("ahead=true"),
+        "a batch was triaged ahead of its turn"
+    );
+    w.stop();
+}
+
 #[test]
 fn reseller_import_is_all_or_nothing_and_names_bad_lines() {
     let w = maildir_world();

@@ -633,7 +633,14 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let disowned =
         cues::disowned_before(since_prev, window).or_else(|| cues::disowned_after(after, asks));
 
-    let evidence: String = block.lines[index].text.trim().chars().take(240).collect();
+    // The line's first 240 characters, cut at a char boundary (collecting them one
+    // char at a time was 4% of triage).
+    let line_text = block.lines[index].text.trim();
+    let cut = line_text
+        .char_indices()
+        .nth(240)
+        .map_or(line_text.len(), |(i, _)| i);
+    let evidence = line_text[..cut].to_string();
     Found {
         id: token.digits.clone(),
         source: block.lines[index].source,

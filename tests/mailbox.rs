@@ -84,6 +84,47 @@ async fn fetches_a_backlog_in_batches_over_plaintext() {
     mb.logout().await;
 }
 
+/// One SEARCH serves a backlog's batches; what changes meanwhile still counts: a
+/// mail flagged \Deleted after the search is left out, mail arriving meanwhile is
+/// found once the list is used up, and a cursor that does not continue the last
+/// batch (a held mail, a rescan) searches anew.
+#[tokio::test]
+async fn batches_from_one_search_still_see_deletions_new_mail_and_rescans() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    for i in 0..5 {
+        dv.append(&mail(&format!("listed {i}"), "PLA 1234567"));
+    }
+    let mut s = dv.imap_settings();
+    s.batch_size = 2;
+    let mut mb = ImapMailbox::connect(&s).await.expect("connect");
+    let uids = |b: &[Fetched]| b.iter().map(|f| f.uid).collect::<Vec<_>>();
+
+    let (c1, b1) = mb.fetch(None).await.unwrap();
+    assert_eq!(uids(&b1), [1, 2]);
+    dv.add_flags("INBOX", 4, "\\Deleted");
+    dv.append(&mail("arrived meanwhile", "PLA 7654321"));
+    let (c2, b2) = mb.fetch(Some(&c1)).await.unwrap();
+    assert_eq!(uids(&b2), [3], "4 was deleted after the search");
+    assert_eq!(c2.next_uid, 5, "the cursor passes the deleted mail");
+    let (c3, b3) = mb.fetch(Some(&c2)).await.unwrap();
+    assert_eq!(uids(&b3), [5]);
+    let (c4, b4) = mb.fetch(Some(&c3)).await.unwrap();
+    assert_eq!(uids(&b4), [6], "the new mail, found by a new search");
+    let (_, b5) = mb.fetch(Some(&c4)).await.unwrap();
+    assert!(b5.is_empty());
+
+    // Back to UID 2, as the daemon does for a mail it had to hold.
+    let held = Cursor {
+        uidvalidity: c1.uidvalidity,
+        next_uid: 2,
+    };
+    let (_, again) = mb.fetch(Some(&held)).await.unwrap();
+    assert_eq!(uids(&again), [2, 3]);
+    let (_, rescan) = mb.fetch(None).await.unwrap();
+    assert_eq!(uids(&rescan), [1, 2]);
+    mb.logout().await;
+}
+
 #[tokio::test]
 async fn fetches_over_implicit_tls_and_starttls_with_the_test_ca() {
     let dv = Dovecot::start(DovecotOptions {

@@ -166,6 +166,12 @@ pub struct ImapMailbox {
     idle_timeout: Duration,
     max_message_size: u64,
     batch_size: usize,
+    /// UIDs found by the last SEARCH and not yet handed out, lowest first, with the
+    /// UID that search started from. One SEARCH serves a whole backlog: searching
+    /// again for every batch listed the entire inbox each time, which made a
+    /// 10,000-mail backlog quadratic (bench/run.sh).
+    pending: Vec<u32>,
+    pending_from: u32,
     /// An `* n EXISTS` arrived during some command: new mail may be waiting, so the
     /// next [`ImapMailbox::wait`] returns at once instead of idling past it.
     changed: bool,
@@ -262,6 +268,8 @@ impl ImapMailbox {
             batch_size: s.batch_size.max(1),
             changed: false,
             tokens,
+            pending: Vec::new(),
+            pending_from: 0,
         };
         mb.read_capabilities().await?;
         for folder in [&s.processed, &s.review, &s.ignored] {
@@ -307,28 +315,16 @@ impl ImapMailbox {
             Some(c) if c.uidvalidity == self.uidvalidity => c.next_uid.max(1),
             _ => 1,
         };
-        // `UID n:*` always matches the highest UID even when it is below n
-        // (RFC 3501 §6.4.8: `*` is the largest UID in use), so the range only
-        // narrows the search; the filter below is what excludes old UIDs.
-        let reply = self
-            .run(
-                "searching the inbox",
-                &format!("UID SEARCH UNDELETED UID {from}:*"),
-            )
-            .await?;
-        let mut uids: Vec<u32> = reply
-            .into_iter()
-            .filter_map(|item| match item {
-                Item::Search(found) => Some(found),
-                _ => None,
-            })
-            .flatten()
-            .filter(|&uid| uid >= from)
-            .collect();
-        uids.sort_unstable();
-        uids.dedup();
-        uids.truncate(self.batch_size);
+        // The UIDs of the last search serve while the caller continues where the
+        // last batch ended; any other cursor (a rescan, a held mail) searches anew,
+        // and so does an exhausted list, which is how new mail is found.
+        if self.pending.is_empty() || self.pending_from != from {
+            self.pending = self.search_from(from).await?;
+        }
+        let take = self.pending.len().min(self.batch_size);
+        let uids: Vec<u32> = self.pending.drain(..take).collect();
         let Some(&last) = uids.last() else {
+            self.pending_from = from;
             return Ok((
                 Cursor {
                     uidvalidity: self.uidvalidity,
@@ -341,19 +337,23 @@ impl ImapMailbox {
             uidvalidity: self.uidvalidity,
             next_uid: last.saturating_add(1).max(from),
         };
+        self.pending_from = cursor.next_uid;
 
         // Sizes first, so an oversize mail is never downloaded.
         let reply = self
             .run(
                 "reading message sizes",
-                &format!("UID FETCH {} (UID RFC822.SIZE)", uid_set(&uids)),
+                &format!("UID FETCH {} (UID RFC822.SIZE FLAGS)", uid_set(&uids)),
             )
             .await?;
+        // A mail flagged \Deleted since the search is left out as the search
+        // would have left it out.
         let mut sizes: HashMap<u32, u64> = HashMap::new();
         for item in reply {
             if let Item::Fetch {
                 uid,
                 size: Some(size),
+                deleted: false,
                 ..
             } = item
             {
@@ -413,6 +413,31 @@ impl ImapMailbox {
             }
         }
         Ok((cursor, out))
+    }
+
+    /// Every undeleted UID >= `from` in the inbox, lowest first.
+    async fn search_from(&mut self, from: u32) -> anyhow::Result<Vec<u32>> {
+        // `UID n:*` always matches the highest UID even when it is below n
+        // (RFC 3501 §6.4.8: `*` is the largest UID in use), so the range only
+        // narrows the search; the filter below is what excludes old UIDs.
+        let reply = self
+            .run(
+                "searching the inbox",
+                &format!("UID SEARCH UNDELETED UID {from}:*"),
+            )
+            .await?;
+        let mut uids: Vec<u32> = reply
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Search(found) => Some(found),
+                _ => None,
+            })
+            .flatten()
+            .filter(|&uid| uid >= from)
+            .collect();
+        uids.sort_unstable();
+        uids.dedup();
+        Ok(uids)
     }
 
     /// Move one message out of the inbox into the folder for `dest`.
@@ -752,6 +777,8 @@ enum Item {
         uid: u32,
         size: Option<u64>,
         body: Option<Vec<u8>>,
+        /// FLAGS was in the reply and holds `\Deleted`.
+        deleted: bool,
     },
     /// A LIST line: the folder asked about exists.
     Listed,
@@ -806,9 +833,13 @@ fn digest(r: &Response<'_>) -> Item {
             let mut uid = None;
             let mut size = None;
             let mut body = None;
+            let mut deleted = false;
             for a in attrs {
                 match a {
                     AttributeValue::Uid(u) => uid = Some(*u),
+                    AttributeValue::Flags(flags) => {
+                        deleted = flags.iter().any(|f| f.eq_ignore_ascii_case("\\Deleted"))
+                    }
                     AttributeValue::Rfc822Size(n) => size = Some(u64::from(*n)),
                     AttributeValue::BodySection {
                         section: None,
@@ -822,7 +853,12 @@ fn digest(r: &Response<'_>) -> Item {
             // A FETCH without UID is an unsolicited flag update for some other
             // message; nothing we asked for.
             match uid {
-                Some(uid) => Item::Fetch { uid, size, body },
+                Some(uid) => Item::Fetch {
+                    uid,
+                    size,
+                    body,
+                    deleted,
+                },
                 None => Item::Other,
             }
         }

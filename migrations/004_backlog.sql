@@ -11,3 +11,7 @@ UPDATE cases SET mail_date = json_extract(triage, '$.headers.date');
 -- queue_mail numbers a case's confirmations (their Message-IDs) by counting the
 -- case's outbox rows: a scan of the whole outbox without this.
 CREATE INDEX outbox_by_case ON outbox(case_id);
+
+-- seen_in finds the case of a mail seen before (a rescan after a restart sees
+-- every mail still in the inbox again): a scan of all cases per mail without this.
+CREATE INDEX cases_by_message ON cases(message_id);

@@ -628,10 +628,13 @@ fn follow_decision(tx: &Transaction<'_>, case_id: i64, t: &Triage, ctx: &Ctx<'_>
 /// a newer ID (a correction, say) without a person looking.
 fn newer_case(tx: &Transaction<'_>, account: &str, date: Option<i64>) -> Result<Option<String>> {
     let Some(date) = date else { return Ok(None) };
+    // MAX(id) rather than ORDER BY id DESC LIMIT 1: with the ORDER BY, SQLite
+    // walked all of the reseller's cases newest first (reading each row's Date
+    // past its triage JSON) whenever none matched: quadratic over a backlog.
     let newer: Option<(i64, Option<String>)> = tx
         .one(
-            "SELECT id, mpn_id FROM cases WHERE account = ?1 AND state IN ('updating', 'done')
-             AND mail_date > ?2 ORDER BY id DESC LIMIT 1",
+            "SELECT id, mpn_id FROM cases WHERE id = (SELECT MAX(id) FROM cases
+             WHERE account = ?1 AND state IN ('updating', 'done') AND mail_date > ?2)",
             params![account, date],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )

@@ -420,6 +420,8 @@ def backlog(a, dv, mails, n, root):
     record(f"backlog N={n}", "mpnd confirmations", f"{len(sink.lines)} of {n} mails ({decisions})")
     record(f"backlog N={n}", "mpnd peak RSS (VmHWM)", f"{hwm / 1024:.1f} MB")
 
+    if a.no_reference:
+        return
     # The plain-Python reference.
     user = f"py{n}"
     assert dv.deliver(user, files) == n
@@ -639,6 +641,8 @@ def main():
                          "replaced, e.g. 'perf record -g -p {pid} -o /tmp/perf-{n}.data' or "
                          "'strace -c -f -w -p {pid} -o /tmp/strace-{n}.txt'; it gets SIGINT at the end")
     ap.add_argument("--keep", action="store_true", help="keep the work dir (logs, stores)")
+    ap.add_argument("--no-reference", action="store_true",
+                    help="skip the plain-Python reference (minutes at N=10000), e.g. while profiling")
     a = ap.parse_args()
     a.phases = set(a.phases.split(","))
     sizes = [int(x) for x in a.sizes.split(",") if x.strip()]

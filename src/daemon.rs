@@ -563,10 +563,10 @@ impl Pipeline {
             }
             prepared.push(Some((incoming, t)));
         }
-        tracing::debug!(mails = items.len(), ahead = reused, again, "batch triaged");
         let ctx = live.ctx("mpnd");
         let batch: Vec<(&Incoming<'_>, &Triage)> =
             prepared.iter().flatten().map(|(m, t)| (m, t)).collect();
+        let started = std::time::Instant::now();
         // SQLite with fsync: blocking work, moved off the async worker so the gate
         // keeps answering during a large backlog.
         let committed = tokio::task::block_in_place(|| {
@@ -575,6 +575,13 @@ impl Pipeline {
                 .expect("store lock poisoned")
                 .commit_many(&batch, &ctx)
         });
+        tracing::debug!(
+            mails = items.len(),
+            ahead = reused,
+            again,
+            commit_ms = started.elapsed().as_millis() as u64,
+            "batch triaged and committed"
+        );
         // /healthz reports a store that cannot be written (disk full, read-only),
         // which a read alone would not notice.
         self.health
@@ -1023,7 +1030,9 @@ async fn imap_drain(
         let items = items_of(&batch, next.uidvalidity);
         // Same cursor the next turn would use: UIDs above this batch, which its
         // moves do not touch.
+        let started = std::time::Instant::now();
         let (after, more) = mb.fetch(Some(&next)).await?;
+        let fetched = started.elapsed();
         let more = Arc::new(more);
         ahead = Some(Ahead {
             next: after,
@@ -1033,7 +1042,10 @@ async fn imap_drain(
                 move || p.speculate(&items_of(&more, after.uidvalidity))
             }),
         });
+        let started = std::time::Instant::now();
         let results = p.process_batch(&items, speculation).await?;
+        let processed = started.elapsed();
+        let started = std::time::Instant::now();
         // Committed: moved together, one UID set per folder (one round trip each).
         let mut moves: Vec<(Destination, Vec<u32>)> = Vec::new();
         for (f, committed) in batch.iter().zip(results) {
@@ -1053,6 +1065,14 @@ async fn imap_drain(
                 .fetch_add(uids.len() as u64, Ordering::Relaxed);
             p.health.heartbeat.store(now(), Ordering::Relaxed);
         }
+        // Where a backlog's time goes, for whoever tunes batch_size or the server.
+        tracing::debug!(
+            mails = batch.len(),
+            fetch_next_ms = fetched.as_millis() as u64,
+            process_ms = processed.as_millis() as u64,
+            move_ms = started.elapsed().as_millis() as u64,
+            "batch settled"
+        );
         let next_uid = lowest_held.map_or(next.next_uid, |h| h.min(next.next_uid));
         p.store.lock().expect("store lock poisoned").set_cursor(
             folder,

@@ -22,6 +22,7 @@ Phases (each can be skipped, see --help):
 
 import argparse
 import atexit
+import calendar
 import json
 import os
 import random
@@ -278,11 +279,23 @@ trusted_authserv_ids = ["mx.nordwind-dist.example"]
         subprocess.run([self.bin, "--config", self.config] + args, check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
 
-    def start(self):
+    def start(self, env=None):
         self.log = os.path.join(self.dir, "mpnd.log")
         self.proc = spawn([self.bin, "--config", self.config, "run"],
-                          stdout=subprocess.DEVNULL, stderr=open(self.log, "w"))
+                          stdout=subprocess.DEVNULL, stderr=open(self.log, "w"),
+                          env={**os.environ, **(env or {})})
         return self.proc
+
+    def wakes(self):
+        """When the daemon's IMAP wait returned (its debug log), as unix times."""
+        out = []
+        for line in open(self.log, encoding="utf-8", errors="replace"):
+            if "mailbox woke" in line:
+                stamp = line.split()[0].rstrip("Z")
+                date, _, frac = stamp.partition(".")
+                t = calendar.timegm(time.strptime(date, "%Y-%m-%dT%H:%M:%S"))
+                out.append(t + float("0." + (frac or "0")))
+        return out
 
     def wait_ready(self, limit=20):
         wait_port(self.gate_port, limit)
@@ -495,7 +508,9 @@ def latency_gate_idle(a, dv, mails, root):
 
     sink = Sink(root, "latency")
     d = Mpnd(a.mpnd, root, "latency", dv, "latency", sink.port)
-    proc = d.start()
+    # Debug logging marks each wake of the IMAP wait, so mpnd's own part of the
+    # latency (wake → confirmation accepted) is measured, not guessed.
+    proc = d.start(env={"MPND_LOG": "mpnd=debug"})
     d.wait_ready()
     time.sleep(3)  # connected, first scan done, IDLE entered
     if "latency" in a.phases:
@@ -525,9 +540,16 @@ def latency_gate_idle(a, dv, mails, root):
         record("latency", f"mpnd: APPEND → confirmation accepted ({len(lat)} mails, {missing} missing)",
                f"p50 {pct(lat, 50) * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms",
                "p99 ≤ 250 ms", "met" if p99 <= 0.25 and not missing else "MISSED")
-        if floor:
-            record("latency", "mpnd's own share (mpnd p50/p99 minus Dovecot floor p50)",
-                   f"p50 {(pct(lat, 50) - pct(floor, 50)) * 1000:.0f} ms, p99 {(p99 - pct(floor, 50)) * 1000:.0f} ms")
+        wakes = d.wakes()
+        own = []
+        for t, _ in sink.lines:
+            before = [w for w in wakes if w <= t]
+            if before:
+                own.append(t - before[-1])
+        if own:
+            record("latency", f"mpnd's own part: IMAP wake → confirmation accepted ({len(own)} mails)",
+                   f"p50 {pct(own, 50) * 1000:.1f} ms, p99 {pct(own, 99) * 1000:.1f} ms, "
+                   f"max {max(own) * 1000:.1f} ms")
 
     if "gate" in a.phases:
         lua = os.path.join(root, "auth.lua")

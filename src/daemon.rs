@@ -371,6 +371,14 @@ fn note_apply(registry: &mut Registry, t: &Triage, touched: &mut HashSet<String>
     }
 }
 
+/// Runs the calling thread at nice 10 (Linux sets it per thread). Triage threads
+/// work ahead of the batch that is committing; on a busy machine the commit, the
+/// moves and the gate are what someone waits for, so they get the CPU first.
+fn lower_priority() {
+    // SAFETY: setpriority only reads its integer arguments; `who` 0 is this thread.
+    let _ = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, 10) };
+}
+
 /// Triages a batch on every core against the registry as it was when the batch
 /// began. Triage is pure and was half of a backlog's CPU on one core; the caller
 /// repeats the few mails whose result an earlier apply of the same batch could
@@ -398,6 +406,7 @@ fn triage_all(
         let handles: Vec<_> = (0..workers)
             .map(|_| {
                 scope.spawn(|| {
+                    lower_priority();
                     let mut mine = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -928,6 +937,7 @@ async fn imap_loop(settings: ImapSettings, p: Arc<Pipeline>, shutdown: Cancellat
                     _ = shutdown.cancelled() => return Ok(()),
                     w = mb.wait(IMAP_WAKE) => w?,
                 }
+                tracing::debug!("mailbox woke");
             }
         }
         .await;

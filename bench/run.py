@@ -416,6 +416,8 @@ def backlog(a, dv, mails, n, root):
     hwm = proc_status(proc.pid, "VmHWM") or hwm
     cpu = proc_cpu(proc.pid)
     busy1, total1 = machine_cpu()
+    time.sleep(2)  # the daemon goes idle and hands memory back
+    rss_after = proc_status(proc.pid, "VmRSS")
     if perf:
         os.killpg(perf.pid, signal.SIGINT)
         perf.wait(30)
@@ -432,6 +434,8 @@ def backlog(a, dv, mails, n, root):
            f"mpnd {cpu:.1f} s, the rest Dovecot, the SMTP listener and this script")
     record(f"backlog N={n}", "mpnd confirmations", f"{len(sink.lines)} of {n} mails ({decisions})")
     record(f"backlog N={n}", "mpnd peak RSS (VmHWM)", f"{hwm / 1024:.1f} MB")
+    if rss_after:
+        record(f"backlog N={n}", "mpnd RSS 2 s after the backlog", f"{rss_after / 1024:.1f} MB")
 
     if a.no_reference:
         return

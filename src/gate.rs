@@ -32,8 +32,6 @@ pub struct Health {
     /// Mails waiting in the inbox at the last look, and handled since start.
     pub backlog: AtomicU64,
     pub processed: AtomicU64,
-    /// `processed` when memory was last handed back (Pipeline::release_memory).
-    pub trimmed_at: AtomicU64,
     /// Unix time of the last successful look at the mailbox.
     pub last_fetch: AtomicI64,
     pub mailbox_errors: AtomicU64,

@@ -438,8 +438,10 @@ fn triage_all(
         }
         _ => oversize(item.size, config.max_message_size),
     };
+    // Always on the pool, a single mail too: each thread that runs the regexes
+    // keeps caches of its own (tens of MB over the blocking pool's threads).
     match triage_pool() {
-        Some(pool) if items.len() > 1 => pool.install(|| {
+        Some(pool) if !items.is_empty() => pool.install(|| {
             items
                 .par_iter()
                 .map(|item| {
@@ -449,6 +451,16 @@ fn triage_all(
                 .collect()
         }),
         _ => items.iter().map(one).collect(),
+    }
+}
+
+/// One mail triaged again on the triage threads (see [`triage_all`]).
+fn retriage(raw: &[u8], registry: &Registry, policy: &triage::Policy) -> Triage {
+    match triage_pool() {
+        Some(pool) => {
+            tokio::task::block_in_place(|| pool.install(|| triage_guarded(raw, registry, policy)))
+        }
+        None => triage_guarded(raw, registry, policy),
     }
 }
 
@@ -565,7 +577,7 @@ impl Pipeline {
             self.health.heartbeat.store(now(), Ordering::Relaxed);
             if let (Some(raw), Some(id)) = (item.raw, &t.mpn_id) {
                 if touched.contains(id.as_str()) && item.size <= config.max_message_size {
-                    t = triage_guarded(raw, &registry, &config.policy);
+                    t = retriage(raw, &registry, &config.policy);
                     again += 1;
                 }
             }

@@ -916,6 +916,7 @@ fn imap_settings(c: &ImapConfig, max_message_size: u64) -> ImapSettings {
         idle_timeout: c.idle_timeout,
         max_message_size,
         batch_size: c.batch_size,
+        batch_bytes: imap::BATCH_BYTES,
     }
 }
 

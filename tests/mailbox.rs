@@ -125,6 +125,38 @@ async fn batches_from_one_search_still_see_deletions_new_mail_and_rescans() {
     mb.logout().await;
 }
 
+/// A batch holds at most `batch_bytes` of mail (at least one mail, however large),
+/// lowest UIDs first; what does not fit comes in the next batch, and an oversize
+/// mail, never downloaded, costs nothing.
+#[tokio::test]
+async fn a_batch_stays_within_its_byte_budget() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let line = "x".repeat(999) + "\r\n";
+    for kb in [40, 40, 40, 150, 10, 2000] {
+        dv.append(&mail(&format!("{kb} KB"), &line.repeat(kb)));
+    }
+    let mut s = dv.imap_settings();
+    s.batch_size = 10;
+    s.batch_bytes = 100_000;
+    s.max_message_size = 1 << 20;
+    let mut mb = ImapMailbox::connect(&s).await.expect("connect");
+    let uids = |b: &[Fetched]| b.iter().map(|f| f.uid).collect::<Vec<_>>();
+    let (c1, b1) = mb.fetch(None).await.unwrap();
+    assert_eq!(uids(&b1), [1, 2], "a third 40 KB mail would pass 100 KB");
+    assert_eq!(c1.next_uid, 3);
+    let (c2, b2) = mb.fetch(Some(&c1)).await.unwrap();
+    assert_eq!(uids(&b2), [3]);
+    let (c3, b3) = mb.fetch(Some(&c2)).await.unwrap();
+    assert_eq!(uids(&b3), [4], "alone over the budget, still fetched");
+    assert!(b3[0].raw.is_some());
+    let (c4, b4) = mb.fetch(Some(&c3)).await.unwrap();
+    assert_eq!(uids(&b4), [5, 6]);
+    assert!(b4[1].raw.is_none(), "oversize: listed, not downloaded");
+    let (_, b5) = mb.fetch(Some(&c4)).await.unwrap();
+    assert!(b5.is_empty());
+    mb.logout().await;
+}
+
 #[tokio::test]
 async fn fetches_over_implicit_tls_and_starttls_with_the_test_ca() {
     let dv = Dovecot::start(DovecotOptions {
@@ -633,6 +665,7 @@ async fn access_token_expired_bye_is_reported_as_such() {
         idle_timeout: Duration::from_secs(60),
         max_message_size: 1 << 20,
         batch_size: 10,
+        batch_bytes: mpnd::mailbox::imap::BATCH_BYTES,
     };
     let mut mb = ImapMailbox::connect(&dv_like)
         .await

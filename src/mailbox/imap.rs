@@ -106,7 +106,14 @@ pub struct ImapSettings {
     pub max_message_size: u64,
     /// UIDs fetched per FETCH command.
     pub batch_size: usize,
+    /// Bytes of mail one batch may hold (always at least one mail): the daemon
+    /// keeps two batches in memory, and 50 mails near `max_message_size` would be
+    /// over a gigabyte. [`BATCH_BYTES`] unless a test wants less.
+    pub batch_bytes: u64,
 }
+
+/// The default of [`ImapSettings::batch_bytes`].
+pub const BATCH_BYTES: u64 = 64 << 20;
 
 /// How far the daemon has looked into the inbox. It is only meaningful within one
 /// UIDVALIDITY: when the server reports another one, every UID is new again.
@@ -166,6 +173,7 @@ pub struct ImapMailbox {
     idle_timeout: Duration,
     max_message_size: u64,
     batch_size: usize,
+    batch_bytes: u64,
     /// UIDs found by the last SEARCH and not yet handed out, lowest first, with the
     /// UID that search started from. One SEARCH serves a whole backlog: searching
     /// again for every batch listed the entire inbox each time, which made a
@@ -266,6 +274,7 @@ impl ImapMailbox {
             idle_timeout: limit_idle,
             max_message_size: s.max_message_size,
             batch_size: s.batch_size.max(1),
+            batch_bytes: s.batch_bytes,
             changed: false,
             tokens,
             pending: Vec::new(),
@@ -322,8 +331,8 @@ impl ImapMailbox {
             self.pending = self.search_from(from).await?;
         }
         let take = self.pending.len().min(self.batch_size);
-        let uids: Vec<u32> = self.pending.drain(..take).collect();
-        let Some(&last) = uids.last() else {
+        let mut uids: Vec<u32> = self.pending.drain(..take).collect();
+        if uids.is_empty() {
             self.pending_from = from;
             return Ok((
                 Cursor {
@@ -332,12 +341,7 @@ impl ImapMailbox {
                 },
                 Vec::new(),
             ));
-        };
-        let cursor = Cursor {
-            uidvalidity: self.uidvalidity,
-            next_uid: last.saturating_add(1).max(from),
-        };
-        self.pending_from = cursor.next_uid;
+        }
 
         // Sizes first, so an oversize mail is never downloaded.
         let reply = self
@@ -360,6 +364,32 @@ impl ImapMailbox {
                 sizes.insert(uid, size);
             }
         }
+
+        // Within the byte budget, lowest UIDs first; the rest go back to the list
+        // for the next batch. Oversize mails are not downloaded, so cost nothing.
+        let mut budget = self.batch_bytes;
+        let cut = uids
+            .iter()
+            .enumerate()
+            .position(|(i, uid)| {
+                let size = sizes
+                    .get(uid)
+                    .copied()
+                    .filter(|&n| n <= self.max_message_size)
+                    .unwrap_or(0);
+                let over = i > 0 && size > budget;
+                budget = budget.saturating_sub(size);
+                over
+            })
+            .unwrap_or(uids.len());
+        let rest = uids.split_off(cut);
+        self.pending.splice(0..0, rest);
+        // The first mail is always taken, so `uids` is not empty here.
+        let cursor = Cursor {
+            uidvalidity: self.uidvalidity,
+            next_uid: uids.last().map_or(from, |l| l.saturating_add(1).max(from)),
+        };
+        self.pending_from = cursor.next_uid;
 
         let wanted: Vec<u32> = uids
             .iter()

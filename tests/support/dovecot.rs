@@ -255,6 +255,7 @@ impl Dovecot {
             idle_timeout: Duration::from_secs(60),
             max_message_size: 10 * 1024 * 1024,
             batch_size: 100,
+            batch_bytes: mpnd::mailbox::imap::BATCH_BYTES,
         }
     }
 

@@ -481,9 +481,14 @@ fn config_check_reports_every_problem_with_line() {
 }
 
 fn imap_world(dv: &Dovecot, smtp: &SmtpSink) -> World {
+    imap_world_with(dv, smtp, "")
+}
+
+/// `extra`: more lines for the `[mailbox]` section.
+fn imap_world_with(dv: &Dovecot, smtp: &SmtpSink, extra: &str) -> World {
     world_with(
         &format!(
-            "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{}\"",
+            "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\npassword = \"{}\"\n{extra}",
             dv.host(),
             dv.port(),
             dovecot::USER,
@@ -604,21 +609,7 @@ fn imap_uidvalidity_change_skips_nothing_and_doubles_nothing() {
 fn a_batch_triaged_ahead_is_judged_against_the_applies_before_it() {
     let dv = Dovecot::start(DovecotOptions::default());
     let smtp = SmtpSink::start();
-    let mut w = world_with(
-        &format!(
-            "kind = \"imap\"\nhost = \"{}\"\nport = {}\ntls = \"none\"\nusername = \"{}\"\n\
-             password = \"{}\"\nbatch_size = 2",
-            dv.host(),
-            dv.port(),
-            dovecot::USER,
-            dovecot::PASSWORD
-        ),
-        &format!(
-            "kind = \"smtp\"\nhost = \"{}\"\nport = {}\ntls = \"none\"",
-            smtp.host(),
-            smtp.port()
-        ),
-    );
+    let mut w = imap_world_with(&dv, &smtp, "batch_size = 2");
     w.import_registry();
     let mails = [
         // Batch 1.

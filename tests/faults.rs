@@ -678,29 +678,6 @@ fn limit_file_size(pid: u32, soft: Option<u64>) {
     }
 }
 
-fn maildir_deliver(w: &World, name: &str, raw: &[u8]) {
-    let md = w.var().join("mail");
-    std::fs::create_dir_all(md.join("tmp")).unwrap();
-    std::fs::create_dir_all(md.join("new")).unwrap();
-    std::fs::write(md.join("tmp").join(name), raw).unwrap();
-    std::fs::rename(md.join("tmp").join(name), md.join("new").join(name)).unwrap();
-}
-
-fn maildir_count(w: &World, folder: &str) -> usize {
-    let base = match folder {
-        "" => w.var().join("mail"),
-        f => w.var().join("mail").join(format!(".{f}")),
-    };
-    ["new", "cur"]
-        .iter()
-        .map(|s| {
-            std::fs::read_dir(base.join(s))
-                .map(|d| d.count())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 #[test]
 fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
     let smtp = SmtpSink::start();
@@ -711,8 +688,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
     w.import_registry();
     w.start();
     let rs = resellers();
-    maildir_deliver(
-        &w,
+    w.deliver(
         "1700000000.M0P0.ok",
         &mail(
             "disk",
@@ -723,7 +699,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
         ),
     );
     w.wait("the first mail", Duration::from_secs(20), || {
-        maildir_count(&w, "Processed") == 1
+        w.maildir_count("Processed") == 1
     });
     smtp.wait_for(1, Duration::from_secs(20));
 
@@ -749,7 +725,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
                 &id_body(7_300_000 + i as u32),
             )
         };
-        maildir_deliver(&w, &format!("17000000{i:02}.M{i}P0.full"), &raw);
+        w.deliver(&format!("17000000{i:02}.M{i}P0.full"), &raw);
     }
     w.wait(
         "an error about the store in the log",
@@ -758,7 +734,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
     );
     std::thread::sleep(Duration::from_secs(8));
     assert_eq!(
-        maildir_count(&w, ""),
+        w.maildir_count(""),
         n,
         "nothing leaves the inbox while the store cannot be written"
     );
@@ -779,7 +755,7 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
     w.wait(
         "the inbox drained after the store healed",
         Duration::from_secs(90),
-        || maildir_count(&w, "") == 0,
+        || w.maildir_count("") == 0,
     );
     w.wait_outbox_drained(Duration::from_secs(30));
     assert_eq!(w.http("/healthz", None).unwrap().0, 200, "healthy again");
@@ -795,10 +771,10 @@ fn a_store_that_cannot_be_written_keeps_mail_in_the_inbox_and_heals() {
         n as i64 + 1
     );
     assert_eq!(
-        maildir_count(&w, "Processed") + maildir_count(&w, "Review"),
+        w.maildir_count("Processed") + w.maildir_count("Review"),
         n + 1
     );
-    assert_eq!(maildir_count(&w, "Review"), n / 3);
+    assert_eq!(w.maildir_count("Review"), n / 3);
     assert_eq!(assert_no_confirmation_lost(&w, &smtp), 0);
     assert_eq!(smtp.messages().len(), 1 + n - n / 3);
     let _ = peak;

@@ -211,28 +211,22 @@ impl Store {
             [now],
         )?;
         let events = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, account, state, allowed, mpn_id, pending_mpn_id, attempts, created_at
-                 FROM gate_events e WHERE delivery = 'pending' AND next_attempt_at <= ?1
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT {GATE_EVENT_COLUMNS} FROM gate_events e WHERE delivery = 'pending' AND next_attempt_at <= ?1
                  AND NOT EXISTS (SELECT 1 FROM gate_events o WHERE o.account = e.account AND o.id < e.id
                                  AND o.delivery IN ('pending', 'running'))
-                 ORDER BY id LIMIT ?2",
-            )?;
+                 ORDER BY id LIMIT ?2"
+            ))?;
             let rows = stmt
-                .query_map(params![now, limit as i64], |r| {
-                    Ok(GateEvent {
-                        id: r.get(0)?,
-                        account: r.get(1)?,
-                        state: r.get(2)?,
-                        allowed: r.get(3)?,
-                        mpn_id: r.get(4)?,
-                        pending_mpn_id: r.get(5)?,
-                        attempts: r.get::<_, i64>(6)? + 1,
-                        created_at: r.get(7)?,
-                    })
-                })?
+                .query_map(params![now, limit as i64], gate_event_row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows
+            // The attempt is counted below, before the delivery.
+            rows.into_iter()
+                .map(|e| GateEvent {
+                    attempts: e.attempts + 1,
+                    ..e
+                })
+                .collect::<Vec<_>>()
         };
         for e in &events {
             tx.exec(
@@ -281,30 +275,30 @@ impl Store {
 
     /// Every gate change recorded, oldest first (for tests and `mpnd status`).
     pub fn gate_events(&self) -> Result<Vec<(GateEvent, String, String)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, account, state, allowed, mpn_id, pending_mpn_id, attempts, created_at, delivery, last_error
-             FROM gate_events ORDER BY id",
-        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {GATE_EVENT_COLUMNS}, delivery, last_error FROM gate_events ORDER BY id"
+        ))?;
         let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    GateEvent {
-                        id: r.get(0)?,
-                        account: r.get(1)?,
-                        state: r.get(2)?,
-                        allowed: r.get(3)?,
-                        mpn_id: r.get(4)?,
-                        pending_mpn_id: r.get(5)?,
-                        attempts: r.get(6)?,
-                        created_at: r.get(7)?,
-                    },
-                    r.get(8)?,
-                    r.get(9)?,
-                ))
-            })?
+            .query_map([], |r| Ok((gate_event_row(r)?, r.get(8)?, r.get(9)?)))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
     }
+}
+
+const GATE_EVENT_COLUMNS: &str =
+    "id, account, state, allowed, mpn_id, pending_mpn_id, attempts, created_at";
+
+fn gate_event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<GateEvent> {
+    Ok(GateEvent {
+        id: r.get(0)?,
+        account: r.get(1)?,
+        state: r.get(2)?,
+        allowed: r.get(3)?,
+        mpn_id: r.get(4)?,
+        pending_mpn_id: r.get(5)?,
+        attempts: r.get(6)?,
+        created_at: r.get(7)?,
+    })
 }
 
 /// An audit event about one job, with its case and reseller looked up.

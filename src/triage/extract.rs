@@ -576,6 +576,20 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         }
     }
 
+    // A quoted number loses whatever its words say (see `choose`): only its keyword
+    // (shown to the operator, and in its score) is worth reading. Quoted history is
+    // most of a reply's numbers, so this is most of the time triage spends here.
+    if block.lines[index].source == Source::Quoted {
+        return Found {
+            temporal: Temporal::Unsaid,
+            role: Role::Unsaid,
+            distractor: None,
+            disowned: None,
+            correction: false,
+            ..found_at(block, index, line, token, keyword, strength)
+        };
+    }
+
     // A distractor label nearer than the keyword ("… MPN-ID / Bestellung 40078125").
     let distractor = nearest(clause_distractors)
         .filter(|d| clause.len() - d.end <= KEYWORD_REACH)
@@ -633,6 +647,26 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let disowned =
         cues::disowned_before(since_prev, window).or_else(|| cues::disowned_after(after, asks));
 
+    Found {
+        temporal,
+        role,
+        distractor,
+        disowned,
+        correction,
+        ..found_at(block, index, line, token, keyword, strength)
+    }
+}
+
+/// The number itself, where it stands and how it is named; what its context says
+/// (temporal, role, …) is left unsaid for the caller to fill in.
+fn found_at(
+    block: &Block,
+    index: usize,
+    line: &str,
+    token: &Token,
+    keyword: Option<String>,
+    strength: Strength,
+) -> Found {
     // The line's first 240 characters, cut at a char boundary (collecting them one
     // char at a time was 4% of triage).
     let line_text = block.lines[index].text.trim();
@@ -640,21 +674,20 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         .char_indices()
         .nth(240)
         .map_or(line_text.len(), |(i, _)| i);
-    let evidence = line_text[..cut].to_string();
     Found {
         id: token.digits.clone(),
         source: block.lines[index].source,
         html: block.html,
-        evidence,
+        evidence: line_text[..cut].to_string(),
         keyword: keyword.map(|k| k.trim().to_string()),
         strength,
-        temporal,
-        role,
-        distractor,
+        temporal: Temporal::Unsaid,
+        role: Role::Unsaid,
+        distractor: None,
         shape: shape_of(token),
         alone: stands_alone(line, token),
-        disowned,
-        correction,
+        disowned: None,
+        correction: false,
     }
 }
 

@@ -362,31 +362,42 @@ fn describe_win(r: &Ranked) -> String {
     words.join(" ")
 }
 
+/// The candidates for the operator, best first, each distinct reading once: quoted
+/// history often holds the same line twice (a reply to a reply), and repeating it
+/// told nobody anything while it made up most of a stored case.
 fn report(mut ranked: Vec<Ranked>, winner: Option<&str>) -> Vec<Candidate> {
     ranked.sort_by_key(|r| std::cmp::Reverse(r.score()));
-    ranked
-        .into_iter()
-        .take(MAX_REPORTED)
-        .map(|r| {
-            let verdict = match (&r.loss, winner) {
-                (None, Some(w)) if r.found.id == w => describe_win(&r),
-                (Some(loss), _) => format!("lost: {loss}"),
-                (None, _) => "not chosen".to_string(),
-            };
-            let mut source = r.found.source.label().to_string();
-            if r.found.html {
-                source.push_str(" (html)");
-            }
-            Candidate {
-                id: r.found.id.clone(),
-                score: r.score(),
-                evidence: r.found.evidence.clone(),
-                keyword: r.found.keyword.clone(),
-                source,
-                verdict,
-            }
-        })
-        .collect()
+    let mut reported: Vec<Candidate> = Vec::new();
+    let rows = ranked.into_iter().map(|r| {
+        let verdict = match (&r.loss, winner) {
+            (None, Some(w)) if r.found.id == w => describe_win(&r),
+            (Some(loss), _) => format!("lost: {loss}"),
+            (None, _) => "not chosen".to_string(),
+        };
+        let mut source = r.found.source.label().to_string();
+        if r.found.html {
+            source.push_str(" (html)");
+        }
+        Candidate {
+            id: r.found.id.clone(),
+            score: r.score(),
+            evidence: r.found.evidence.clone(),
+            keyword: r.found.keyword.clone(),
+            source,
+            verdict,
+        }
+    });
+    for row in rows {
+        if reported.len() == MAX_REPORTED {
+            break;
+        }
+        // Equal rows have equal scores, which the sort keeps together.
+        let mut same_score = reported.iter().rev().take_while(|c| c.score == row.score);
+        if !same_score.any(|c| *c == row) {
+            reported.push(row);
+        }
+    }
+    reported
 }
 
 #[cfg(test)]
@@ -415,6 +426,56 @@ mod tests {
             disowned: None,
             correction: false,
         }
+    }
+
+    /// The same quoted line twice (a reply to a reply) is one candidate; the same
+    /// number on another line is another.
+    #[test]
+    fn a_repeated_reading_is_reported_once() {
+        let quoted = |id: &str, line: &str| Found {
+            evidence: line.into(),
+            ..found(
+                id,
+                Strength::None,
+                Temporal::Unsaid,
+                Role::Unsaid,
+                Source::Quoted,
+            )
+        };
+        let c = choose(
+            vec![
+                found(
+                    "7294418",
+                    Strength::Strong,
+                    Temporal::New,
+                    Role::Unsaid,
+                    Source::Body,
+                ),
+                quoted("4417206", "> alte MPN-ID 4417206"),
+                quoted("4711563", "> Bestellung 4711-563"),
+                quoted("4417206", "> alte MPN-ID 4417206"),
+                quoted("4711563", "> Bestellung 4711-563"),
+                quoted("4417206", ">> MPN-ID 4417206"),
+            ],
+            true,
+            false,
+            false,
+        );
+        assert_eq!(c.id.as_ref().map(MpnId::as_str), Some("7294418"));
+        let rows: Vec<(&str, &str)> = c
+            .candidates
+            .iter()
+            .map(|c| (c.id.as_str(), c.evidence.as_str()))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("7294418", ""),
+                ("4417206", "> alte MPN-ID 4417206"),
+                ("4711563", "> Bestellung 4711-563"),
+                ("4417206", ">> MPN-ID 4417206"),
+            ]
+        );
     }
 
     #[test]

@@ -662,6 +662,62 @@ fn a_batch_triaged_ahead_is_judged_against_the_applies_before_it() {
     w.stop();
 }
 
+/// A folder's mails leave the inbox a batch's worth at a time (one `UID MOVE` each,
+/// which the server pays for) or when the pass over the inbox ends. A kill while a
+/// mail is held so loses nothing and repeats nothing.
+#[test]
+fn a_mail_held_for_its_folder_survives_a_kill_and_leaves_once() {
+    let dv = Dovecot::start(DovecotOptions::default());
+    let smtp = SmtpSink::start();
+    let mut w = imap_world_with(&dv, &smtp, "batch_size = 3");
+    w.import_registry();
+    // The first mail goes to Review (nobody registered sent it), the rest apply.
+    dv.append(&synthetic(1000, "someone@unregistered.example", 7_500_000));
+    let contacts = [
+        "k.bergmann@bergmann-it.example",
+        "m.huber@alpenblick-computer.example",
+        "j.meyer@weser-datentechnik.example",
+        "info@kessler-partner.example",
+    ];
+    let n = 60;
+    for i in 0..n {
+        dv.append(&synthetic(1001 + i, contacts[i % 4], 7_500_001 + i as u32));
+    }
+    w.start();
+    wait_until("the first applies moved", Duration::from_secs(20), || {
+        dv.count("Processed") > 0
+    });
+    w.kill();
+    let held = |folder: &str| {
+        dv.list(folder)
+            .iter()
+            .filter(|m| String::from_utf8_lossy(m).contains("<crash-1000@"))
+            .count()
+    };
+    assert_eq!(
+        held("INBOX"),
+        1,
+        "the Review mail waits for more of its kind"
+    );
+    assert!(dv.count("INBOX") > 1, "killed before the pass ended");
+
+    w.start();
+    wait_until(
+        "inbox empty after the restart",
+        Duration::from_secs(30),
+        || dv.count("INBOX") == 0,
+    );
+    assert_eq!(held("Review"), 1);
+    assert_eq!(dv.count("Review"), 1);
+    assert_eq!(dv.count("Processed"), n);
+    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), n as i64 + 1);
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM cases WHERE decision = 'review'"),
+        1
+    );
+    w.stop();
+}
+
 #[test]
 fn reseller_import_is_all_or_nothing_and_names_bad_lines() {
     let w = maildir_world();

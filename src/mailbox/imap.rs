@@ -301,6 +301,11 @@ impl ImapMailbox {
         self.caps.idle
     }
 
+    /// Most messages per fetched batch (`mailbox.batch_size`).
+    pub fn batch_size(&self) -> usize {
+        self.batch_size
+    }
+
     /// Whether the server offers MOVE (else [`ImapMailbox::settle`] copies and expunges).
     pub fn has_move(&self) -> bool {
         self.caps.move_

@@ -18,7 +18,7 @@ mod html;
 mod parse;
 mod segment;
 
-pub use engine::triage;
+pub use engine::{triage, warm_up};
 
 /// A PartnerID (MPN ID) as we store and apply it: ASCII digits only.
 ///

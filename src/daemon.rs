@@ -72,13 +72,6 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    // Triage's patterns compile on the triage threads while the store opens and the
-    // mailbox connects, not in the first batch's time.
-    if let Some(pool) = triage_pool() {
-        pool.spawn(|| {
-            triage::warm_up();
-        });
-    }
     let notifier = Arc::new(Notifier::from_env());
     let templates = Templates::load(config.templates_dir.as_deref())?;
     let store = Store::open(&config.db_path())?;

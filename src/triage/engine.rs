@@ -10,19 +10,7 @@ use super::decide::{decide, sender_accounts};
 use super::extract::{asks_which, find, location_pending, mail_is_about_ids};
 use super::parse::{parse, Parsed};
 use super::segment::{segment, subject_source, Own, Source};
-use super::{Decision, Headers, MpnId, Outcome, Policy, Registry, Triage};
-
-/// A reseller's mail with the parts most mails have (both alternatives, quoted
-/// printable, a signature, a quoted request): triaging it once builds what
-/// triage builds on first use.
-const WARM_UP: &[u8] = include_bytes!("warm_up.eml");
-
-/// Triages [`WARM_UP`] and returns what it found. Triage compiles its patterns on
-/// first use, 30 ms of one core; a daemon calls this while it connects to its
-/// mailbox, so that the first batch does not wait for them.
-pub fn warm_up() -> Option<MpnId> {
-    triage(WARM_UP, &Registry::default(), &Policy::default()).mpn_id
-}
+use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
 
 /// Triage one raw message (RFC 5322 bytes) against the registry and policy.
 pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
@@ -120,18 +108,5 @@ fn ignored(parsed: Parsed, reason: String, registry: &Registry) -> Triage {
         headers: parsed.headers,
         reseller,
         reject: None,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    /// The warm-up mail goes the whole way, to a chosen ID: a mail that stopped
-    /// early (unparsable, auto-reply) would leave most patterns uncompiled.
-    #[test]
-    fn warm_up_mail_reaches_a_chosen_id() {
-        assert_eq!(
-            super::warm_up().map(|id| id.to_string()),
-            Some("7123456".into())
-        );
     }
 }

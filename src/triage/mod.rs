@@ -18,7 +18,7 @@ mod html;
 mod parse;
 mod segment;
 
-pub use engine::{triage, warm_up};
+pub use engine::triage;
 
 /// A PartnerID (MPN ID) as we store and apply it: ASCII digits only.
 ///

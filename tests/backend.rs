@@ -5,7 +5,7 @@
 //! library on its own, then the real `mpnd` binary end to end (triage is still a
 //! placeholder on this branch, so cases are applied with `mpnd queue approve`).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use serde_json::{json, Value};
 
 use mpnd::backend::{Backend, JobOutcome, Verification};
@@ -22,428 +22,13 @@ use mpnd::store::JobRow;
 use mpnd::triage::MpnId;
 
 mod support;
-use support::world::{corpus, Setup, World};
+use support::world::{Setup, World};
 
-const SECRET: &str = "s3cr3t-client-value";
-const CLIENT_ID: &str = "mpnd-test-client";
+#[path = "support/pc_fake.rs"]
+mod pc_fake;
+use pc_fake::{error_body, serve, PcFake, Scripted, Seen};
+
 const PLATFORM_TOKEN: &str = "platform-token-42";
-
-// ---------------------------------------------------------------------------
-// The fakes.
-
-/// One request as a fake saw it.
-#[derive(Clone, Debug)]
-struct Seen {
-    at: Instant,
-    method: String,
-    path: String,
-    headers: HashMap<String, String>,
-    body: Value,
-}
-
-/// A scripted answer for the next request whose method and path match.
-struct Scripted {
-    method: &'static str,
-    path_contains: String,
-    status: u16,
-    body: Value,
-    retry_after: Option<u64>,
-    delay: Duration,
-    /// Before answering, change the resource's ETag (someone else edited it).
-    bump_etag: bool,
-}
-
-impl Scripted {
-    fn new(method: &'static str, path_contains: &str, status: u16, body: Value) -> Scripted {
-        Scripted {
-            method,
-            path_contains: path_contains.into(),
-            status,
-            body,
-            retry_after: None,
-            delay: Duration::ZERO,
-            bump_etag: false,
-        }
-    }
-}
-
-#[derive(Default)]
-struct PcState {
-    tokens: Vec<String>,
-    /// (customer, subscription) → resource.
-    subs: HashMap<(String, String), Value>,
-    etag_seq: u64,
-    /// ID → (valid, errorCode, errorDescription); unlisted IDs are valid.
-    ids: HashMap<String, (bool, Option<Value>, Option<String>)>,
-    script: VecDeque<Scripted>,
-    /// Answer this status to every subscription request while set.
-    down: Option<(u16, String)>,
-    /// Every PATCH delayed this long before it is applied (a slow Partner Center).
-    patch_delay: Duration,
-    requests: Vec<Seen>,
-    /// PATCHes that changed a resource: (subscription, partnerId, MS-RequestId).
-    applied: Vec<(String, String, String)>,
-    problems: Vec<String>,
-}
-
-#[derive(Clone)]
-struct PcFake {
-    url: String,
-    state: Arc<Mutex<PcState>>,
-}
-
-fn is_guid(s: &str) -> bool {
-    let parts: Vec<&str> = s.split('-').collect();
-    parts.iter().map(|p| p.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12]
-        && parts
-            .iter()
-            .all(|p| p.chars().all(|c| c.is_ascii_hexdigit()))
-}
-
-/// Serves `app` on 127.0.0.1:0 on a runtime of its own, so sync tests (driving the
-/// binary) and async tests use the fakes alike. Lives until the test process ends.
-fn serve(app: axum::Router) -> String {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            tx.send(listener.local_addr().unwrap()).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
-    });
-    format!("http://{}", rx.recv().unwrap())
-}
-
-impl PcFake {
-    fn start() -> PcFake {
-        let state = Arc::new(Mutex::new(PcState::default()));
-        let s = state.clone();
-        let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
-            let s = s.clone();
-            async move { pc_handle(s, m, u, h, b).await }
-        });
-        PcFake {
-            url: serve(app),
-            state,
-        }
-    }
-
-    /// Seeds the subscriptions from the corpus, as Microsoft would hold them.
-    fn seed_corpus(&self) {
-        let csv = std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap();
-        for line in csv.lines().skip(1) {
-            let f: Vec<&str> = line.split(',').collect();
-            self.add_sub(f[1], f[2], f[3], f[4]);
-        }
-    }
-
-    fn add_sub(&self, customer: &str, sub: &str, offer: &str, partner: &str) {
-        let mut st = self.state.lock().unwrap();
-        st.etag_seq += 1;
-        let etag = format!("W/\"etag-{}\"", st.etag_seq);
-        st.subs.insert(
-            (customer.into(), sub.into()),
-            json!({
-                "id": sub, "offerId": "CFQ7TTC0LDPB:0001", "offerName": offer, "quantity": 5,
-                "unitType": "Licenses", "status": "active", "partnerId": partner,
-                "autoRenewEnabled": true, "billingCycle": "monthly",
-                "attributes": {"etag": etag, "objectType": "Subscription"}
-            }),
-        );
-    }
-
-    fn invalid(&self, id: &str, code: Value, description: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .ids
-            .insert(id.into(), (false, Some(code), Some(description.into())));
-    }
-
-    fn script(&self, s: Scripted) {
-        self.state.lock().unwrap().script.push_back(s);
-    }
-
-    fn requests(&self, method: &str, path_contains: &str) -> Vec<Seen> {
-        self.state
-            .lock()
-            .unwrap()
-            .requests
-            .iter()
-            .filter(|r| r.method == method && r.path.contains(path_contains))
-            .cloned()
-            .collect()
-    }
-
-    fn applied(&self) -> Vec<(String, String, String)> {
-        self.state.lock().unwrap().applied.clone()
-    }
-
-    fn partner_of(&self, sub: &str) -> String {
-        let st = self.state.lock().unwrap();
-        st.subs
-            .iter()
-            .find(|((_, s), _)| s == sub)
-            .map(|(_, v)| v["partnerId"].as_str().unwrap_or("").to_string())
-            .unwrap_or_default()
-    }
-
-    /// Every request was well-formed (headers, token, ETags, bodies).
-    fn assert_clean(&self) {
-        let st = self.state.lock().unwrap();
-        assert!(
-            st.problems.is_empty(),
-            "fake saw bad requests: {:#?}",
-            st.problems
-        );
-    }
-}
-
-fn error_body(code: Value, description: &str) -> Value {
-    json!({"code": code, "description": description, "data": [], "source": "PartnerFD"})
-}
-
-async fn pc_handle(
-    state: Arc<Mutex<PcState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let path = uri.path().to_string();
-    let h: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_lowercase(),
-                v.to_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
-    let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-
-    // The token endpoint (v2.0: scope).
-    if path.ends_with("/oauth2/v2.0/token") {
-        let form: HashMap<String, String> = url_form(&body);
-        let mut st = state.lock().unwrap();
-        let ok = method == Method::POST
-            && form.get("grant_type").map(String::as_str) == Some("client_credentials")
-            && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
-            && form.get("client_secret").map(String::as_str) == Some(SECRET)
-            && form.get("scope").map(String::as_str)
-                == Some("https://api.partnercenter.microsoft.com/.default");
-        if !ok {
-            st.problems.push(format!("bad token request: {form:?}"));
-            return (
-                StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "invalid_client"})),
-            )
-                .into_response();
-        }
-        let token = format!("tok-{}", st.tokens.len() + 1);
-        st.tokens.push(token.clone());
-        return axum::Json(
-            json!({"token_type": "Bearer", "expires_in": 3600, "access_token": token}),
-        )
-        .into_response();
-    }
-
-    let (scripted, delay) = {
-        let mut st = state.lock().unwrap();
-        st.requests.push(Seen {
-            at: Instant::now(),
-            method: method.to_string(),
-            path: path.clone(),
-            headers: h.clone(),
-            body: body_json.clone(),
-        });
-        // Partner Center's headers on every call.
-        let auth_ok = h
-            .get("authorization")
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| st.tokens.iter().any(|x| x == t));
-        if !auth_ok {
-            st.problems
-                .push(format!("{method} {path}: no valid bearer token"));
-            return StatusCode::UNAUTHORIZED.into_response();
-        }
-        if !h.get("ms-requestid").is_some_and(|v| is_guid(v)) {
-            st.problems.push(format!(
-                "{method} {path}: MS-RequestId missing or not a GUID"
-            ));
-        }
-        if !h.get("ms-correlationid").is_some_and(|v| is_guid(v)) {
-            st.problems.push(format!(
-                "{method} {path}: MS-CorrelationId missing or not a GUID"
-            ));
-        }
-        if h.get("accept").map(String::as_str) != Some("application/json") {
-            st.problems
-                .push(format!("{method} {path}: Accept is not application/json"));
-        }
-        let pos = st
-            .script
-            .iter()
-            .position(|s| s.method == method.as_str() && path.contains(&s.path_contains));
-        let scripted = pos.and_then(|i| st.script.remove(i));
-        let delay = if method == Method::PATCH {
-            st.patch_delay
-        } else {
-            Duration::ZERO
-        };
-        (scripted, delay)
-    };
-    if let Some(s) = scripted {
-        tokio::time::sleep(s.delay).await;
-        let mut st = state.lock().unwrap();
-        if s.bump_etag {
-            st.etag_seq += 1;
-            let seq = st.etag_seq;
-            for ((_, sub), v) in st.subs.iter_mut() {
-                if path.contains(sub.as_str()) {
-                    v["attributes"]["etag"] = json!(format!("W/\"etag-{seq}\""));
-                }
-            }
-        }
-        if s.status != 0 {
-            let mut r =
-                (StatusCode::from_u16(s.status).unwrap(), axum::Json(s.body)).into_response();
-            if let Some(ra) = s.retry_after {
-                r.headers_mut()
-                    .insert("Retry-After", ra.to_string().parse().unwrap());
-            }
-            return r;
-        }
-        // status 0: only the side effect (bump, delay); answer normally.
-    }
-
-    if path == "/v1/partners/validateresellers" && method == Method::POST {
-        let st = state.lock().unwrap();
-        let ids = body_json["partnerIds"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
-        let results: Vec<Value> = ids
-            .iter()
-            .map(|id| {
-                let id = id.as_str().unwrap_or("");
-                match st.ids.get(id) {
-                    Some((valid, code, desc)) => {
-                        json!({"partnerId": id, "isValidPartnerIdOnRecord": valid,
-                               "errorCode": code, "errorDescription": desc})
-                    }
-                    None => json!({"partnerId": id, "isValidPartnerIdOnRecord": true}),
-                }
-            })
-            .collect();
-        return axum::Json(json!({"validationResults": results})).into_response();
-    }
-
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    if let ["v1", "customers", customer, "subscriptions", sub] = parts.as_slice() {
-        let key = (customer.to_string(), sub.to_string());
-        if let Some((status, text)) = state.lock().unwrap().down.clone() {
-            return (StatusCode::from_u16(status).unwrap(), text).into_response();
-        }
-        if method == Method::GET {
-            let st = state.lock().unwrap();
-            return match st.subs.get(&key) {
-                Some(v) => axum::Json(v.clone()).into_response(),
-                None => (
-                    StatusCode::NOT_FOUND,
-                    axum::Json(error_body(json!(800002), "Subscription not found")),
-                )
-                    .into_response(),
-            };
-        }
-        if method == Method::PATCH {
-            tokio::time::sleep(delay).await;
-            let mut st = state.lock().unwrap();
-            let Some(current) = st.subs.get(&key).cloned() else {
-                return StatusCode::NOT_FOUND.into_response();
-            };
-            let etag = current["attributes"]["etag"]
-                .as_str()
-                .unwrap_or("")
-                .to_string();
-            if h.get("if-match") != Some(&etag) {
-                return (
-                    StatusCode::PRECONDITION_FAILED,
-                    axum::Json(error_body(
-                        json!(2055),
-                        "The resource has been modified; ETag stale",
-                    )),
-                )
-                    .into_response();
-            }
-            if h.get("content-type").map(String::as_str) != Some("application/json") {
-                st.problems
-                    .push(format!("PATCH {path}: Content-Type not JSON"));
-            }
-            // The whole resource comes back with only partnerId changed.
-            let mut expect = current.clone();
-            expect["partnerId"] = body_json["partnerId"].clone();
-            if body_json != expect || !body_json["partnerId"].is_string() {
-                st.problems.push(format!(
-                    "PATCH {path}: body is not the resource with partnerId set: {body_json}"
-                ));
-                return (
-                    StatusCode::BAD_REQUEST,
-                    axum::Json(error_body(json!(400), "bad body")),
-                )
-                    .into_response();
-            }
-            st.etag_seq += 1;
-            let mut next = body_json.clone();
-            next["attributes"]["etag"] = json!(format!("W/\"etag-{}\"", st.etag_seq));
-            st.subs.insert(key, next.clone());
-            let rid = h.get("ms-requestid").cloned().unwrap_or_default();
-            st.applied.push((
-                sub.to_string(),
-                next["partnerId"].as_str().unwrap_or("").to_string(),
-                rid,
-            ));
-            return axum::Json(next).into_response();
-        }
-    }
-    state
-        .lock()
-        .unwrap()
-        .problems
-        .push(format!("unexpected {method} {path}"));
-    StatusCode::NOT_FOUND.into_response()
-}
-
-fn url_form(body: &[u8]) -> HashMap<String, String> {
-    fn decode(s: &str) -> String {
-        let s = s.replace('+', " ");
-        let b = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < b.len() {
-            if b[i] == b'%' && i + 2 < b.len() {
-                if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                    out.push(v);
-                    i += 3;
-                    continue;
-                }
-            }
-            out.push(b[i]);
-            i += 1;
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    }
-    String::from_utf8_lossy(body)
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (decode(k), decode(v)))
-        .collect()
-}
 
 /// The distributor's platform: records every request, checks the bearer token
 /// and that an Idempotency-Key is present; answers 500 to the first request of
@@ -516,18 +101,8 @@ impl PlatformFake {
 // ---------------------------------------------------------------------------
 // The backend on its own.
 
-fn pc_backend_section(url: &str, dir: &Path, extra: &str) -> String {
-    std::fs::write(dir.join("pc.secret"), format!("{SECRET}\n")).unwrap();
-    format!(
-        "[backend]\nkind = \"partner-center\"\nbase_url = \"{url}\"\n\
-         token_url = \"{url}/tenant-1/oauth2/v2.0/token\"\nclient_id = \"{CLIENT_ID}\"\n\
-         client_secret_file = \"{}\"\n{extra}",
-        dir.join("pc.secret").display()
-    )
-}
-
 fn pc_backend(fake: &PcFake, dir: &Path, extra: &str) -> Backend {
-    let text = pc_backend_section(&fake.url, dir, extra);
+    let text = fake.backend_section(dir, extra);
     let config = Config::parse(&text, "test.toml", dir).unwrap();
     Backend::new(&config.backend).unwrap()
 }
@@ -884,8 +459,7 @@ fn partner_center_applies_every_subscription_once_across_a_sigkill() {
     fake.seed_corpus();
     // Slow PATCHes, so the kill lands while one is in flight.
     fake.state.lock().unwrap().patch_delay = Duration::from_millis(1500);
-    let url = fake.url.clone();
-    let mut w = backend_world(|dir| pc_backend_section(&url, dir, "concurrency = 1\n"));
+    let mut w = backend_world(|dir| fake.backend_section(dir, "concurrency = 1\n"));
     w.import_registry();
     w.start();
     let case = w.mail_case(0, R1_CONTACT);
@@ -959,8 +533,7 @@ fn an_id_microsoft_does_not_confirm_is_rejected_without_any_patch() {
         json!("800016"),
         "Partner is not a valid indirect reseller",
     );
-    let url = fake.url.clone();
-    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| fake.backend_section(dir, ""));
     w.import_registry();
     w.start();
     let case = w.mail_case(0, R1_CONTACT);
@@ -1010,8 +583,7 @@ fn an_id_microsoft_does_not_confirm_is_rejected_without_any_patch() {
 fn a_mail_with_a_valid_id_is_verified_and_applied_without_an_operator() {
     let fake = PcFake::start();
     fake.seed_corpus();
-    let url = fake.url.clone();
-    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| fake.backend_section(dir, ""));
     w.import_registry();
     w.start();
     let case = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
@@ -1040,8 +612,7 @@ fn a_mail_with_an_id_microsoft_refuses_is_rejected_by_the_daemon() {
         json!("800016"),
         "Partner is not a valid indirect reseller",
     );
-    let url = fake.url.clone();
-    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| fake.backend_section(dir, ""));
     w.import_registry();
     w.start();
     let case = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");
@@ -1060,8 +631,7 @@ fn server_errors_recover_alone_and_a_dead_job_is_revived() {
     let fake = PcFake::start();
     fake.seed_corpus();
     fake.state.lock().unwrap().down = Some((503, "maintenance".into()));
-    let url = fake.url.clone();
-    let mut w = backend_world(|dir| pc_backend_section(&url, dir, "max_attempts = 2\n"));
+    let mut w = backend_world(|dir| fake.backend_section(dir, "max_attempts = 2\n"));
     w.import_registry();
     w.start();
     let case = w.mail_case(0, R1_CONTACT);
@@ -1209,8 +779,7 @@ fn http_backend_updates_the_platform_and_reports_gate_changes() {
 fn sighup_applies_new_backend_settings_to_the_next_mail() {
     let fake = PcFake::start();
     fake.seed_corpus();
-    let url = fake.url.clone();
-    let mut w = backend_world(|dir| pc_backend_section(&url, dir, ""));
+    let mut w = backend_world(|dir| fake.backend_section(dir, ""));
     w.import_registry();
     w.start();
     let first = w.mail_case_with(0, R1_CONTACT, "unsere neue MPN-ID lautet 6284913.");

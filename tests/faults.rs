@@ -25,7 +25,7 @@ mod support;
 use support::world::{corpus, corpus_mail, Setup, World};
 use support::{dovecot, Dovecot, DovecotOptions, SmtpOptions, SmtpSink};
 
-#[path = "faults/pc_fake.rs"]
+#[path = "support/pc_fake.rs"]
 mod pc_fake;
 use pc_fake::PcFake;
 
@@ -437,7 +437,7 @@ fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
     let dv = Dovecot::start(DovecotOptions::default());
     let smtp = SmtpSink::start();
     let pc = PcFake::start();
-    pc.seed(&std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap());
+    pc.seed_corpus();
     // Slow PATCHes, so that kills land while one is in flight.
     pc.lock().patch_delay = Duration::from_millis(150);
     let (w, mails) = kill_storm(
@@ -471,8 +471,10 @@ fn sigkill_20_times_during_a_1000_mail_backlog_partner_center() {
                 .collect();
             // More than one PATCH only as a repeat of the same request.
             assert!(
-                patches.iter().all(|p| p.request_id == patches[0].request_id
-                    && p.partner_id.as_deref() == Some(&id.to_string())),
+                patches
+                    .iter()
+                    .all(|p| p.request_id() == patches[0].request_id()
+                        && p.partner_id() == Some(id.to_string().as_str())),
                 "{sub}: {patches:?}"
             );
             retried += patches.len() - 1;
@@ -507,12 +509,12 @@ fn dovecot_crash_smtp_down_a_minute_and_backend_500s_heal_without_an_operator() 
     let mut dv = Dovecot::start(DovecotOptions::default());
     let mut smtp = SmtpSink::start();
     let pc = PcFake::start();
-    pc.seed(&std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap());
+    pc.seed_corpus();
     {
         let mut st = pc.lock();
         // Partner Center: 500 to every subscription call, and to the first
         // verification (3 tries: the mail with that ID must wait in the inbox).
-        st.subs_down = true;
+        st.down = Some((500, "internal error".into()));
         st.verify_failures = 3;
     }
     let mut w = World::new(|dir| Setup {
@@ -586,7 +588,7 @@ fn dovecot_crash_smtp_down_a_minute_and_backend_500s_heal_without_an_operator() 
     let mut mails = mails;
     mails.push((late, Kind::Review, None));
     std::thread::sleep(Duration::from_secs(50).saturating_sub(t0.elapsed()));
-    pc.lock().subs_down = false;
+    pc.lock().down = None;
     let inbox_left = dv.count("INBOX");
     std::thread::sleep(Duration::from_secs(60).saturating_sub(t0.elapsed()));
     let pending_at_smtp_restart = w.count("SELECT COUNT(*) FROM outbox WHERE state = 'pending'");
@@ -1005,7 +1007,7 @@ fn spoofs_are_never_applied_nor_answered_the_gate_tells_strangers_nothing_secret
         auth: Some((SMTP_USER.into(), SMTP_PASSWORD.into())),
     });
     let pc = PcFake::start();
-    pc.seed(&std::fs::read_to_string(corpus().join("reseller/subscriptions.csv")).unwrap());
+    pc.seed_corpus();
     let mut w = World::new(|dir| {
         std::fs::write(dir.join("smtp.password"), format!("{SMTP_PASSWORD}\n")).unwrap();
         Setup {
@@ -1188,7 +1190,7 @@ fn spoofs_are_never_applied_nor_answered_the_gate_tells_strangers_nothing_secret
         pc.lock()
             .requests
             .iter()
-            .all(|r| r.partner_id.as_deref() != Some("7500001")),
+            .all(|r| r.partner_id() != Some("7500001")),
         "no spoofed ID reached Partner Center"
     );
 

@@ -499,11 +499,8 @@ impl ImapMailbox {
             Destination::Review => self.review.clone(),
             Destination::Ignored => self.ignored.clone(),
         };
-        let set = uids
-            .iter()
-            .map(|u| u.to_string())
-            .collect::<Vec<_>>()
-            .join(",");
+        // Ranges: mails held over several batches make long runs of UIDs.
+        let set = uid_set(uids);
         if self.caps.move_ {
             self.run(
                 &format!("moving uid {set} to {folder}"),

@@ -262,19 +262,35 @@ fn is_flowed(part: &mail_parser::MessagePart<'_>) -> bool {
 /// is one line however the client wrapped it.
 pub(crate) fn normalise(text: &str, flowed: bool) -> String {
     let mut clean = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() != Some(&'\n') {
-                    clean.push('\n');
-                }
-            }
-            '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => clean.push(' '),
-            '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => {}
-            _ => clean.push(c),
+    let bytes = text.as_bytes();
+    // Unchanged text is copied a run at a time (a char at a time was 5 % of
+    // triage). Only CR, TAB and the lead bytes 0xC2, 0xE2 and 0xEF can start a
+    // character to change; each is a char boundary, as every other byte is
+    // stepped over one at a time.
+    let (mut run, mut i) = (0, 0);
+    while i < bytes.len() {
+        if !matches!(bytes[i], b'\r' | b'\t' | 0xC2 | 0xE2 | 0xEF) {
+            i += 1;
+            continue;
         }
+        let Some(c) = text[i..].chars().next() else {
+            break;
+        };
+        let with = match c {
+            '\r' if bytes.get(i + 1) == Some(&b'\n') => Some(None),
+            '\r' => Some(Some('\n')),
+            '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => Some(Some(' ')),
+            '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => Some(None),
+            _ => None,
+        };
+        if let Some(with) = with {
+            clean.push_str(&text[run..i]);
+            clean.extend(with);
+            run = i + c.len_utf8();
+        }
+        i += c.len_utf8();
     }
+    clean.push_str(&text[run..]);
     if flowed {
         unflow(&clean).into_owned()
     } else {
@@ -331,6 +347,61 @@ mod tests {
     #[test]
     fn normalise_line_endings_and_spaces() {
         assert_eq!(normalise("a\r\nb\rc\u{a0}d\u{200b}e", false), "a\nb\nc de");
+    }
+
+    /// The run-copying `normalise` against the plain one it replaced, one char
+    /// at a time, on every lead byte it looks at and on the neighbours it must
+    /// leave alone.
+    #[test]
+    fn normalise_copies_runs_exactly_as_char_by_char() {
+        fn slow(text: &str) -> String {
+            let mut clean = String::new();
+            let mut chars = text.chars().peekable();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\r' if chars.peek() == Some(&'\n') => {}
+                    '\r' => clean.push('\n'),
+                    '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => clean.push(' '),
+                    '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => {}
+                    _ => clean.push(c),
+                }
+            }
+            clean
+        }
+        let pieces = [
+            "a",
+            "ä",
+            "€",
+            "\u{a0}",
+            "\u{ad}",
+            "\u{a9}",
+            "\u{202f}",
+            "\u{2007}",
+            "\u{2009}",
+            "\u{200b}",
+            "\u{2010}",
+            "\u{2060}",
+            "\u{feff}",
+            "\u{fffd}",
+            "\r",
+            "\n",
+            "\t",
+            "\r\n",
+            "😀",
+            "Standort-ID 7123456",
+        ];
+        let mut seed = 7u64;
+        for _ in 0..2000 {
+            let mut text = String::new();
+            for _ in 0..(seed % 12) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                text.push_str(pieces[(seed >> 33) as usize % pieces.len()]);
+            }
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            assert_eq!(normalise(&text, false), slow(&text), "{text:?}");
+        }
     }
 
     #[test]

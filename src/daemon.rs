@@ -482,7 +482,7 @@ fn triage_pool() -> Option<&'static rayon::ThreadPool> {
     .as_ref()
 }
 
-/// A batch triaged ahead of its turn (on the blocking pool, while the batch before
+/// A batch triaged ahead of its turn (on the triage threads, while the batch before
 /// it commits), against the config and registry of that moment.
 pub struct Speculation {
     live: Arc<Live>,
@@ -1009,17 +1009,14 @@ async fn imap_loop(settings: ImapSettings, p: Arc<Pipeline>, shutdown: Cancellat
     }
 }
 
-/// Fetches everything new (or everything, on a full scan) and handles it, batch by
-/// batch; the cursor is saved after each batch. A mail left undecided (its ID could
-/// not be verified yet) holds the saved cursor at its UID, so it is tried again
-/// after the next wait, but not the fetching: the mails behind it are handled now.
-/// A fetched batch whose triage runs on the blocking pool.
+/// A fetched batch whose triage was started ahead of its turn (see [`Speculation`]).
 struct Ahead {
     next: Cursor,
     batch: Arc<Vec<imap::Fetched>>,
     triage: tokio::task::JoinHandle<Result<Speculation>>,
 }
 
+/// What the pipeline needs of each fetched mail.
 fn items_of(batch: &[imap::Fetched], uidvalidity: u32) -> Vec<Item<'_>> {
     batch
         .iter()
@@ -1032,6 +1029,11 @@ fn items_of(batch: &[imap::Fetched], uidvalidity: u32) -> Vec<Item<'_>> {
         .collect()
 }
 
+/// Fetches everything new (or everything, on a full scan) and handles it, batch by
+/// batch; the cursor is saved once a batch's moves are done, below any mail still
+/// in the inbox (see [`settle`]). A mail left undecided (its ID could not be
+/// verified yet) holds the saved cursor at its UID, so it is tried again after the
+/// next wait, but not the fetching: the mails behind it are handled now.
 async fn imap_drain(
     mb: &mut ImapMailbox,
     p: &Arc<Pipeline>,

@@ -580,14 +580,7 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     // (shown to the operator, and in its score) is worth reading. Quoted history is
     // most of a reply's numbers, so this is most of the time triage spends here.
     if block.lines[index].source == Source::Quoted {
-        return Found {
-            temporal: Temporal::Unsaid,
-            role: Role::Unsaid,
-            distractor: None,
-            disowned: None,
-            correction: false,
-            ..found_at(block, index, line, token, keyword, strength)
-        };
+        return found_at(block, index, line, token, keyword, strength);
     }
 
     // A distractor label nearer than the keyword ("… MPN-ID / Bestellung 40078125").

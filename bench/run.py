@@ -401,7 +401,9 @@ def backlog(a, dv, mails, n, root):
     expected = None
     committed = 0
     while time.time() < deadline:
-        time.sleep(0.05)
+        # Coarse while mails are being committed, fine once the end is near: the
+        # end is seen at most 10 ms late.
+        time.sleep(0.05 if committed < n else 0.01)
         if proc.poll() is not None:
             raise RuntimeError(f"mpnd exited ({proc.returncode}); see {d.log}")
         hwm = proc_status(proc.pid, "VmHWM") or hwm

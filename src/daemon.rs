@@ -32,7 +32,7 @@ use crate::mailer;
 use crate::notify::{self, Notifier};
 use crate::oauth::TokenSource;
 use crate::reply::Templates;
-use crate::store::{fmt_time, now, Committed, Ctx, Incoming, Store};
+use crate::store::{fmt_time, now, Checkpointer, Committed, Ctx, Incoming, Store};
 use crate::triage::{self, Decision, Outcome, Registry, RejectReason, Triage};
 use crate::worker;
 
@@ -74,7 +74,9 @@ pub async fn run(
 ) -> Result<()> {
     let notifier = Arc::new(Notifier::from_env());
     let templates = Templates::load(config.templates_dir.as_deref())?;
-    let store = Store::open(&config.db_path())?;
+    let mut store = Store::open(&config.db_path())?;
+    let checkpointer = Checkpointer::start(&config.db_path())?;
+    store.hand_checkpoints_to(&checkpointer)?;
     let gate_store = gate::ReadPool::open(&config.db_path(), 4)?;
     let token = gate::load_or_create_token(&config.gate.token_file)?;
     let listener = gate::bind(config.gate.listen).await?;
@@ -100,7 +102,9 @@ pub async fn run(
     notifier.ready(&format!("running; gate on {gate_addr}"));
 
     let mut tasks = tokio::task::JoinSet::new();
-    let mailer_store = Arc::new(Mutex::new(Store::open_relaxed(&config.db_path())?));
+    let mut mailer_store = Store::open_relaxed(&config.db_path())?;
+    mailer_store.hand_checkpoints_to(&checkpointer)?;
+    let mailer_store = Arc::new(Mutex::new(mailer_store));
     tasks.spawn(mailer::run(
         mailer_store,
         config.smtp.clone(),
@@ -185,6 +189,9 @@ pub async fn run(
         tracing::warn!("tasks did not stop within {SHUTDOWN_GRACE:?}; abandoning them");
         tasks.abort_all();
     }
+    drop(tasks);
+    // The last checkpoint, once nobody writes any more.
+    drop(checkpointer);
     tracing::info!("stopped");
     Ok(())
 }

@@ -13,6 +13,7 @@
 //! transaction each, tracked by `PRAGMA user_version`.
 
 mod cases;
+mod checkpoint;
 mod jobs;
 mod outbox;
 mod registry;
@@ -27,6 +28,7 @@ use rusqlite::{
 use serde::Serialize;
 
 pub use cases::{CaseDetail, CaseRow, Committed, Incoming, JobRow};
+pub use checkpoint::Checkpointer;
 pub use jobs::GateEvent;
 pub use outbox::{OutboxOutcome, OutboxRow};
 pub use registry::{registry_from_csv, GateAnswer, ImportReport, Reseller, Subscription};

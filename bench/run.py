@@ -449,7 +449,7 @@ def backlog(a, dv, mails, n, root):
     mpnd_s = end - t0
     record(f"backlog N={n}", "mpnd: start → all moved + all confirmations accepted",
            f"{mpnd_s:.2f} s, {n / mpnd_s:,.0f} mails/s (inbox empty at {inbox_empty - t0:.2f} s, "
-           f"last confirmation at {last_sent - t0:.2f} s; mpnd CPU {cpu:.1f} s)")
+           f"last confirmation at {last_sent - t0:.2f} s; mpnd CPU {cpu:.2f} s)")
     record(f"backlog N={n}", "machine CPU during the mpnd run (all processes)",
            f"{busy1 - busy0:.1f} s busy of {total1 - total0:.1f} s ({os.cpu_count()} cores): "
            f"mpnd {cpu:.1f} s, the rest Dovecot, the SMTP listener and this script")

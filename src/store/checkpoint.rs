@@ -3,40 +3,48 @@
 //! In WAL mode a commit appends pages to the `-wal` file; a checkpoint copies them
 //! back into the database file. By default the commit that takes the WAL past
 //! 1,000 pages does that copy itself, with its fsyncs, before it returns. In a
-//! backlog that commit is the mailbox loop's, and the mail after it waits: about a
-//! sixth of a 1,000-mail backlog went to checkpoints (`bench/run.py`). The daemon's
-//! writing connections therefore leave checkpoints to [`Checkpointer`], which runs
-//! them on its own connection and thread, shortly after each commit. SQLite lets a
-//! checkpoint run beside readers and writers, so nobody waits for it.
+//! backlog that commit is the mailbox loop's, and the next batch waits for it. The
+//! daemon's writing connections therefore leave checkpoints to [`Checkpointer`]:
+//! their WAL hook (called after each commit, its lock released, with the WAL's size)
+//! wakes it at the same 1,000 pages, and it checkpoints on its own connection and
+//! thread. SQLite runs a checkpoint beside readers and writers, so nobody waits for
+//! it; and an idle daemon's few small commits (status reports) wake nothing.
 //!
 //! Nothing of durability changes: a commit is durable once it is in the WAL (with
 //! `synchronous = FULL`, fsynced there), checkpointed or not.
 
+use std::ffi::{c_char, c_int, c_void};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use rusqlite::Connection;
+use rusqlite::{ffi, Connection};
 
 use super::Store;
 
-/// From a commit to the checkpoint after it: lets that commit finish (its hook runs
-/// just before), and gathers the commits that follow into one checkpoint.
-const SETTLE: Duration = Duration::from_millis(20);
+/// The WAL's size, in pages, that calls for a checkpoint: SQLite's own default.
+const WAL_PAGES: c_int = 1000;
 
 /// Tries after an incomplete checkpoint (a reader still used older pages) before
-/// waiting for the next commit.
+/// waiting for the next call, and the pause before each.
 const RETRIES: u32 = 5;
+const RETRY_AFTER: Duration = Duration::from_millis(20);
 
 #[derive(Default)]
-struct Wake {
+pub(super) struct Wake {
     dirty: bool,
     stop: bool,
 }
 
-type Signal = Arc<(Mutex<Wake>, Condvar)>;
+pub(super) type Signal = Arc<(Mutex<Wake>, Condvar)>;
+
+fn wake(signal: &(Mutex<Wake>, Condvar)) {
+    let (lock, cv) = signal;
+    lock.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
+    cv.notify_one();
+}
 
 /// The checkpoint thread; stopping it (on drop) runs a last, full checkpoint.
 pub struct Checkpointer {
@@ -88,20 +96,39 @@ impl Drop for Checkpointer {
     }
 }
 
+/// SQLite's WAL hook: after a commit, with the WAL's size in pages. It replaces the
+/// automatic checkpoint (`sqlite3_wal_autocheckpoint` is this hook too).
+unsafe extern "C" fn on_commit(
+    arg: *mut c_void,
+    _db: *mut ffi::sqlite3,
+    _name: *const c_char,
+    pages: c_int,
+) -> c_int {
+    if pages >= WAL_PAGES {
+        // SAFETY: `arg` is the `Signal` kept in the `Store` whose connection calls
+        // this; the store drops its connection before it (field order).
+        let signal = unsafe { &*(arg as *const (Mutex<Wake>, Condvar)) };
+        // Nothing here panics (a poisoned lock is used as is); an unwind must not
+        // cross into SQLite all the same.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| wake(signal)));
+    }
+    ffi::SQLITE_OK
+}
+
 impl Store {
     /// Leaves this connection's checkpoints to `ck`: its commits no longer copy the
     /// WAL into the database file, they wake `ck` to do it.
     pub fn hand_checkpoints_to(&mut self, ck: &Checkpointer) -> Result<()> {
-        self.conn
-            .pragma_update(None, "wal_autocheckpoint", 0)
-            .context("cannot turn off automatic checkpoints")?;
         let signal = ck.signal.clone();
-        self.conn.commit_hook(Some(move || {
-            let (lock, cv) = &*signal;
-            lock.lock().unwrap_or_else(|e| e.into_inner()).dirty = true;
-            cv.notify_one();
-            false // let the commit proceed
-        }));
+        let arg = Arc::as_ptr(&signal) as *mut c_void;
+        // SAFETY: the handle is this open connection's; `arg` stays valid while
+        // the hook can be called, since `self.wal_hook` keeps it until the
+        // connection is closed or the hook replaced (here, before the old one is
+        // dropped).
+        unsafe {
+            ffi::sqlite3_wal_hook(self.conn.handle(), Some(on_commit), arg);
+        }
+        self.wal_hook = Some(signal);
         Ok(())
     }
 }
@@ -131,7 +158,9 @@ fn run(conn: Connection, signal: Signal) {
             }
             return;
         }
-        std::thread::sleep(SETTLE);
+        if incomplete > 0 {
+            std::thread::sleep(RETRY_AFTER);
+        }
         match checkpoint(&conn, "PASSIVE") {
             Ok(complete) => {
                 if failing {
@@ -180,16 +209,27 @@ mod tests {
     /// Pages reach the database file only by a checkpoint: with the connection's
     /// own checkpoints off, only the thread can have put them there.
     #[test]
-    fn the_thread_checkpoints_after_commits_and_leaves_an_empty_wal() {
+    fn the_thread_checkpoints_a_grown_wal_and_leaves_it_empty_at_the_end() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mpnd.sqlite3");
         let wal = dir.path().join("mpnd.sqlite3-wal");
         let mut store = Store::open(&path).unwrap();
         let ck = Checkpointer::start(&path).unwrap();
         store.hand_checkpoints_to(&ck).unwrap();
+
+        // An idle daemon's small commits (status reports) wake nothing.
         let before = len(&path);
+        for i in 0..20 {
+            store
+                .set_status("mailbox", &format!("idle {i}"), i)
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(len(&path), before, "small commits were checkpointed");
+
+        // A backlog's worth is.
         let value = "x".repeat(64 * 1024);
-        for i in 0..64 {
+        for i in 0..96 {
             store.set_status(&format!("k{i}"), &value, 0).unwrap();
         }
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -198,13 +238,13 @@ mod tests {
         }
         assert!(
             len(&path) >= before + 4 * 1024 * 1024,
-            "the database file did not receive the 4 MB committed ({} bytes)",
+            "the database file did not receive the pages committed ({} bytes)",
             len(&path)
         );
         assert!(len(&wal) > 0, "the WAL was truncated while in use");
         drop(ck);
         assert_eq!(len(&wal), 0, "the last checkpoint leaves an empty WAL");
         // Nothing lost on the way.
-        assert_eq!(store.status().unwrap().len(), 64);
+        assert_eq!(store.status().unwrap().len(), 97);
     }
 }

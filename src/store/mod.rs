@@ -56,6 +56,9 @@ pub struct Ctx<'a> {
 
 pub struct Store {
     conn: Connection,
+    /// What the WAL hook of [`Store::hand_checkpoints_to`] wakes; dropped after
+    /// `conn` (fields drop in order), so never while the hook can run.
+    wal_hook: Option<checkpoint::Signal>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -99,7 +102,10 @@ impl Store {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;"
         ))
         .with_context(|| format!("cannot configure store {}", path.display()))?;
-        let mut store = Store { conn };
+        let mut store = Store {
+            conn,
+            wal_hook: None,
+        };
         store
             .migrate()
             .with_context(|| format!("cannot migrate store {}", path.display()))?;

@@ -108,6 +108,10 @@ pub struct SmtpConfig {
     pub max_per_recipient_per_day: u32,
     /// First wait after a transient send failure; doubles per attempt up to an hour.
     pub retry_initial: Duration,
+    /// Confirmations in flight at once (one SMTP connection each).
+    pub max_connections: usize,
+    /// At most this many sends started a minute, spaced evenly; 0: no limit.
+    pub max_per_minute: u32,
 }
 
 #[derive(Clone, Debug)]
@@ -216,6 +220,8 @@ impl Config {
                 from,
                 max_per_recipient_per_day: 10,
                 retry_initial: Duration::from_secs(30),
+                max_connections: DEFAULT_SMTP_CONNECTIONS,
+                max_per_minute: 0,
             },
             gate: GateConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
@@ -287,7 +293,9 @@ impl Config {
     }
 }
 
-pub const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
+/// Confirmations sent at once unless `smtp.max_connections` says otherwise.
+pub const DEFAULT_SMTP_CONNECTIONS: usize = 8;
+const DEFAULT_MAX_MESSAGE_SIZE: u64 = 25 * 1024 * 1024;
 
 /// "Name <a@b>" → "a@b"; "a@b" → "a@b".
 pub fn address_of(mailbox: &str) -> String {
@@ -369,6 +377,8 @@ struct RawSmtp {
     ca_file: Option<String>,
     max_per_recipient_per_day: Option<u32>,
     retry_initial_secs: Option<u64>,
+    max_connections: Option<u64>,
+    max_per_minute: Option<u32>,
     oauth2: Option<RawOAuth2>,
 }
 
@@ -800,11 +810,17 @@ impl Checker {
         if retry == 0 || retry > 3600 {
             self.problem("smtp.retry_initial_secs", "expected 1 to 3600 seconds");
         }
+        let connections = s.max_connections.unwrap_or(DEFAULT_SMTP_CONNECTIONS as u64);
+        if !(1..=64).contains(&connections) {
+            self.problem("smtp.max_connections", "expected 1 to 64 connections");
+        }
         SmtpConfig {
             transport,
             from,
             max_per_recipient_per_day: s.max_per_recipient_per_day.unwrap_or(10),
             retry_initial: Duration::from_secs(retry.clamp(1, 3600)),
+            max_connections: connections.clamp(1, 64) as usize,
+            max_per_minute: s.max_per_minute.unwrap_or(0),
         }
     }
 
@@ -1102,6 +1118,7 @@ mod tests {
         }
         let c = Config::parse(&text, "config.example.toml", dir.path()).unwrap();
         assert!(matches!(c.mailbox, MailboxConfig::Imap(_)));
+        assert_eq!(c.smtp.max_per_minute, 30, "Exchange Online's pace");
         assert!(c
             .policy
             .own_addresses
@@ -1196,6 +1213,31 @@ mod tests {
             "{err}"
         );
         assert!(!err.contains("account_request"), "{err}");
+    }
+
+    #[test]
+    fn smtp_limits_default_and_are_checked() {
+        let c = Config::parse("[smtp]\nkind = \"file\"\n", "c.toml", Path::new("/")).unwrap();
+        assert_eq!(c.smtp.max_connections, DEFAULT_SMTP_CONNECTIONS);
+        assert_eq!(c.smtp.max_per_minute, 0, "no pace unless asked");
+        let c = Config::parse(
+            "[smtp]\nkind = \"file\"\nmax_connections = 3\nmax_per_minute = 30\n",
+            "c.toml",
+            Path::new("/"),
+        )
+        .unwrap();
+        assert_eq!((c.smtp.max_connections, c.smtp.max_per_minute), (3, 30));
+        let err = Config::parse(
+            "[smtp]\nkind = \"file\"\nmax_connections = 0\n",
+            "c.toml",
+            Path::new("/"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("c.toml:3: smtp.max_connections: expected 1 to 64 connections"),
+            "{err}"
+        );
     }
 
     #[test]

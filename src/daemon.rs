@@ -347,6 +347,18 @@ pub fn reload(path: &Path, old: &Live) -> Result<(Live, Vec<String>)> {
             format!("{:?}", new.smtp.transport) != format!("{:?}", old.smtp.transport),
         ),
         (
+            "smtp.retry_initial_secs/max_connections/max_per_minute",
+            (
+                new.smtp.retry_initial,
+                new.smtp.max_connections,
+                new.smtp.max_per_minute,
+            ) != (
+                old.smtp.retry_initial,
+                old.smtp.max_connections,
+                old.smtp.max_per_minute,
+            ),
+        ),
+        (
             "gate",
             format!("{:?}", new.gate) != format!("{:?}", old.gate),
         ),
@@ -360,6 +372,9 @@ pub fn reload(path: &Path, old: &Live) -> Result<(Live, Vec<String>)> {
     }
     new.mailbox = old.mailbox.clone();
     new.smtp.transport = old.smtp.transport.clone();
+    new.smtp.retry_initial = old.smtp.retry_initial;
+    new.smtp.max_connections = old.smtp.max_connections;
+    new.smtp.max_per_minute = old.smtp.max_per_minute;
     new.gate = old.gate.clone();
     new.state_dir = old.state_dir.clone();
     Ok((

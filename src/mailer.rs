@@ -1,4 +1,5 @@
-//! The mailer: sends the outbox until it is empty, up to `PARALLEL_SENDS` at once.
+//! The mailer: sends the outbox until it is empty, up to `smtp.max_connections` at
+//! once and, with `smtp.max_per_minute`, no faster than that.
 //!
 //! Rows are rendered when queued (see `reply`), so this task only moves bytes: over
 //! SMTP (lettre's protocol, TLS by rustls, password or XOAUTH2 auth; plain and
@@ -9,8 +10,11 @@
 //! The loop wakes on a nudge when something is queued, and polls every few seconds
 //! as a fallback (the operator CLI queues mail from another process).
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::{Context, Result};
 use lettre::address::Envelope;
@@ -19,19 +23,22 @@ use lettre::transport::smtp::client::{
     AsyncSmtpConnection, Certificate, Tls as SmtpTls, TlsParameters,
 };
 use lettre::transport::smtp::extension::ClientId;
+use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{address_of, Auth, SmtpConfig, SmtpServer, Tls, Transport};
 use crate::oauth::TokenSource;
-use crate::store::{now, OutboxOutcome, Store};
-use futures::StreamExt as _;
+use crate::store::{now, OutboxOutcome, OutboxRow, Store};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt as _, StreamExt as _};
 
 const MAX_ATTEMPTS: i64 = 20;
-/// Confirmations in flight at once (lettre's pool opens up to this many
-/// connections; servers such as Exchange Online allow a few per client).
-const PARALLEL_SENDS: usize = 8;
+/// Rows claimed from the store at a time when sends are not paced. The next claim
+/// is made as soon as these are under way, so the connections never wait for the
+/// slowest send of a group.
+const CLAIM: usize = 64;
 const POLL: Duration = Duration::from_secs(2);
 
 pub enum Sender {
@@ -43,6 +50,8 @@ pub enum Sender {
 /// password, so it is rebuilt whenever the token source hands out a new token.
 pub struct Smtp {
     server: SmtpServer,
+    /// lettre's pool (implicit TLS) keeps at most this many connections.
+    max_connections: usize,
     oauth: Option<(String, Arc<TokenSource>)>,
     current: tokio::sync::Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
     /// Idle connections of our own (plain and STARTTLS), by the secret they
@@ -74,12 +83,14 @@ fn tls_parameters(s: &SmtpServer) -> Result<TlsParameters> {
 
 fn build_transport(
     s: &SmtpServer,
+    max_connections: usize,
     credentials: Option<(Credentials, Vec<Mechanism>)>,
 ) -> Result<AsyncSmtpTransport<Tokio1Executor>> {
     let tls_params = || tls_parameters(s);
     let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(s.host.clone())
         .port(s.port)
-        .timeout(Some(Duration::from_secs(60)));
+        .timeout(Some(Duration::from_secs(60)))
+        .pool_config(PoolConfig::new().max_size(max_connections as u32));
     b = match s.tls {
         Tls::Implicit => b.tls(SmtpTls::Wrapper(tls_params()?)),
         Tls::Starttls => b.tls(SmtpTls::Required(tls_params()?)),
@@ -102,7 +113,13 @@ impl Sender {
             }
             Transport::Smtp(s) => {
                 let (current, oauth) = match &s.auth {
-                    None => (Some((String::new(), build_transport(s, None)?)), None),
+                    None => (
+                        Some((
+                            String::new(),
+                            build_transport(s, cfg.max_connections, None)?,
+                        )),
+                        None,
+                    ),
                     Some((user, Auth::Password(p))) => {
                         let creds = Credentials::new(user.clone(), p.expose().to_string());
                         (
@@ -110,6 +127,7 @@ impl Sender {
                                 String::new(),
                                 build_transport(
                                     s,
+                                    cfg.max_connections,
                                     Some((creds, vec![Mechanism::Plain, Mechanism::Login])),
                                 )?,
                             )),
@@ -131,6 +149,7 @@ impl Sender {
                 };
                 Ok(Sender::Smtp(Box::new(Smtp {
                     server: s.clone(),
+                    max_connections: cfg.max_connections,
                     oauth,
                     current: tokio::sync::Mutex::new(current),
                     idle: tokio::sync::Mutex::new(Vec::new()),
@@ -333,7 +352,11 @@ impl Smtp {
                 let creds = Credentials::new(user.clone(), token.clone());
                 *current = Some((
                     token,
-                    build_transport(&self.server, Some((creds, vec![Mechanism::Xoauth2])))?,
+                    build_transport(
+                        &self.server,
+                        self.max_connections,
+                        Some((creds, vec![Mechanism::Xoauth2])),
+                    )?,
                 ));
             }
         }
@@ -351,71 +374,173 @@ fn backoff(initial: Duration, attempts: i64) -> i64 {
         .min(3600)
 }
 
-/// Sends whatever is due; returns how many were sent.
-pub async fn drain(store: &Arc<Mutex<Store>>, sender: &Sender, cfg: &SmtpConfig) -> Result<usize> {
+/// Spaces the starts of sends evenly, at most `per_minute` a minute (0: no
+/// limit). Exchange Online, for one, takes 30 messages a minute from a mailbox and
+/// refuses the rest for a while; a backlog's confirmations then wait here, not in
+/// retries.
+pub struct Pace {
+    interval: Option<Duration>,
+    next: Option<Instant>,
+}
+
+impl Pace {
+    pub fn new(per_minute: u32) -> Pace {
+        Pace {
+            interval: (per_minute > 0).then(|| Duration::from_secs(60) / per_minute),
+            next: None,
+        }
+    }
+
+    fn limited(&self) -> bool {
+        self.interval.is_some()
+    }
+
+    /// How long from `now` until the next send may start.
+    fn wait(&self, now: Instant) -> Duration {
+        self.next
+            .map_or(Duration::ZERO, |n| n.saturating_duration_since(now))
+    }
+
+    /// A send starts at `now`.
+    fn book(&mut self, now: Instant) {
+        if let Some(interval) = self.interval {
+            self.next = Some(self.next.map_or(now, |n| n.max(now)) + interval);
+        }
+    }
+}
+
+/// A lock held only to read or replace a value, never across an await: a panic
+/// elsewhere cannot leave it half-written.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+async fn send_row(sender: &Sender, from: &Address, row: OutboxRow) -> (OutboxRow, Sent) {
+    let result = match row.recipient.parse::<Address>() {
+        Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
+            Ok(env) => sender.send(&env, &row.raw).await,
+            Err(e) => Sent::Failed(format!("bad envelope: {e}")),
+        },
+        Err(e) => Sent::Failed(format!("bad recipient {:?}: {e}", row.recipient)),
+    };
+    (row, result)
+}
+
+/// Sends whatever is due; returns how many were sent. Once `shutdown` is
+/// cancelled it starts no more sends, and returns when those under way are
+/// recorded.
+///
+/// Several go at once, one per connection: one SMTP transaction waits on round
+/// trips (and on the server's delayed ACK of the final "."), not on this machine,
+/// so sending one by one capped the outbox at ~20 mails/s (bench/run.sh). A
+/// connection that is done takes the next row at once; rows are claimed (their
+/// attempt counted) as they are needed: `CLAIM` at a time, or one at a time when
+/// paced, just before it goes.
+pub async fn drain(
+    store: &Arc<Mutex<Store>>,
+    sender: &Sender,
+    cfg: &SmtpConfig,
+    pace: &Mutex<Pace>,
+    shutdown: &CancellationToken,
+) -> Result<usize> {
     let from = address_of(&cfg.from);
     let from: Address = from
         .parse()
         .with_context(|| format!("smtp.from address {from:?} is invalid"))?;
+    let claim = if lock(pace).limited() { 1 } else { CLAIM };
+    let mut claimed: VecDeque<OutboxRow> = VecDeque::new();
+    // Rows under way: still pending in the store until recorded, so never claimed
+    // twice.
+    let mut busy: Vec<i64> = Vec::new();
+    let mut in_flight = FuturesUnordered::new();
+    let mut claiming = true;
+    let mut claim_failed = None;
     let mut sent = 0;
     loop {
-        let rows = {
-            let mut s = store.lock().expect("store lock poisoned");
-            s.claim_outbox(now(), 20)?
-        };
-        if rows.is_empty() {
-            return Ok(sent);
-        }
-        // Several at once over the transport's connection pool: one SMTP
-        // transaction waits on round trips (and on the server's delayed ACK of
-        // the final "."), not on this machine, so sending one by one capped the
-        // outbox at ~20 mails/s (bench/run.sh).
-        let from = &from;
-        let results = futures::stream::iter(rows)
-            .map(|row| async move {
-                let result = match row.recipient.parse::<Address>() {
-                    Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
-                        Ok(env) => sender.send(&env, &row.raw).await,
-                        Err(e) => Sent::Failed(format!("bad envelope: {e}")),
-                    },
-                    Err(e) => Sent::Failed(format!("bad recipient {:?}: {e}", row.recipient)),
-                };
-                (row, result)
-            })
-            .buffer_unordered(PARALLEL_SENDS);
-        // Each outcome is recorded as soon as it is known, together with those
-        // that are known at the same moment (`ready_chunks` waits for none): a
-        // crash can then catch at most the sends in flight between the server's
-        // acceptance and the mark.
-        let mut results = results.ready_chunks(PARALLEL_SENDS);
-        while let Some(done) = results.next().await {
-            let mut outcomes = Vec::with_capacity(done.len());
-            for (row, result) in done {
-                let outcome = match result {
-                    Sent::Ok => {
-                        sent += 1;
-                        tracing::info!(outbox = row.id, case = row.case_id, kind = %row.kind, to = %row.recipient, "confirmation sent");
-                        OutboxOutcome::Sent { at: now() }
-                    }
-                    Sent::Retry(e) if row.attempts + 1 < MAX_ATTEMPTS => {
-                        tracing::warn!(outbox = row.id, error = %e, "confirmation not sent, will retry");
-                        OutboxOutcome::Retry {
-                            at: now() + backoff(cfg.retry_initial, row.attempts),
-                            error: e,
-                        }
-                    }
-                    Sent::Retry(e) | Sent::Failed(e) => {
-                        tracing::error!(outbox = row.id, error = %e, "confirmation failed; parked for the operator");
-                        OutboxOutcome::Failed { error: e }
-                    }
-                };
-                outcomes.push((row.id, outcome));
+        // Start sends while a connection is free and the pace allows one.
+        let mut pace_at = None;
+        while claiming && in_flight.len() < cfg.max_connections && !shutdown.is_cancelled() {
+            let wait = lock(pace).wait(Instant::now());
+            if !wait.is_zero() {
+                pace_at = Some(Instant::now() + wait);
+                break;
             }
-            store
-                .lock()
-                .expect("store lock poisoned")
-                .outbox_record(&outcomes)?;
+            if claimed.is_empty() {
+                let rows = lock(store).claim_outbox(now(), claim, &busy);
+                match rows {
+                    Ok(rows) if rows.is_empty() => claiming = false,
+                    Ok(rows) => claimed.extend(rows),
+                    Err(e) => {
+                        claim_failed = Some(e);
+                        claiming = false;
+                    }
+                }
+            }
+            let Some(row) = claimed.pop_front() else {
+                break;
+            };
+            lock(pace).book(Instant::now());
+            busy.push(row.id);
+            in_flight.push(send_row(sender, &from, row));
         }
+        if in_flight.is_empty() {
+            match pace_at {
+                Some(at) if claiming => {
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep_until(at) => {}
+                    }
+                    continue;
+                }
+                _ => break,
+            }
+        }
+        // A send finishing, or the pace allowing the next one.
+        let first = match pace_at {
+            Some(at) => tokio::select! {
+                r = in_flight.next() => r,
+                _ = tokio::time::sleep_until(at) => None,
+            },
+            None => in_flight.next().await,
+        };
+        // Each outcome is recorded as soon as it is known, together with those
+        // known at the same moment: a crash can then catch at most the sends in
+        // flight between the server's acceptance and the mark.
+        let mut done: Vec<(OutboxRow, Sent)> = first.into_iter().collect();
+        while let Some(Some(r)) = in_flight.next().now_or_never() {
+            done.push(r);
+        }
+        if done.is_empty() {
+            continue;
+        }
+        let mut outcomes = Vec::with_capacity(done.len());
+        for (row, result) in done {
+            busy.retain(|&id| id != row.id);
+            let outcome = match result {
+                Sent::Ok => {
+                    sent += 1;
+                    tracing::info!(outbox = row.id, case = row.case_id, kind = %row.kind, to = %row.recipient, "confirmation sent");
+                    OutboxOutcome::Sent { at: now() }
+                }
+                Sent::Retry(e) if row.attempts + 1 < MAX_ATTEMPTS => {
+                    tracing::warn!(outbox = row.id, error = %e, "confirmation not sent, will retry");
+                    OutboxOutcome::Retry {
+                        at: now() + backoff(cfg.retry_initial, row.attempts),
+                        error: e,
+                    }
+                }
+                Sent::Retry(e) | Sent::Failed(e) => {
+                    tracing::error!(outbox = row.id, error = %e, "confirmation failed; parked for the operator");
+                    OutboxOutcome::Failed { error: e }
+                }
+            };
+            outcomes.push((row.id, outcome));
+        }
+        lock(store).outbox_record(&outcomes)?;
+    }
+    match claim_failed {
+        Some(e) => Err(e),
+        None => Ok(sent),
     }
 }
 
@@ -433,8 +558,9 @@ pub async fn run(
             return;
         }
     };
+    let pace = Mutex::new(Pace::new(cfg.max_per_minute));
     loop {
-        if let Err(e) = drain(&store, &sender, &cfg).await {
+        if let Err(e) = drain(&store, &sender, &cfg, &pace, &shutdown).await {
             tracing::error!("mailer: {e:#}");
         }
         tokio::select! {
@@ -442,5 +568,34 @@ pub async fn run(
             _ = nudge.recv() => {}
             _ = tokio::time::sleep(POLL) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_spaces_starts_evenly_and_never_waits_unlimited() {
+        let t0 = Instant::now();
+        let mut p = Pace::new(30);
+        assert_eq!(p.wait(t0), Duration::ZERO, "the first send goes at once");
+        p.book(t0);
+        assert_eq!(p.wait(t0), Duration::from_secs(2));
+        assert_eq!(
+            p.wait(t0 + Duration::from_millis(500)),
+            Duration::from_millis(1500)
+        );
+        // Late is late: the next slot is counted from the actual start.
+        p.book(t0 + Duration::from_secs(10));
+        assert_eq!(p.wait(t0 + Duration::from_secs(10)), Duration::from_secs(2));
+        assert_eq!(p.wait(t0 + Duration::from_secs(13)), Duration::ZERO);
+
+        let mut free = Pace::new(0);
+        for _ in 0..100 {
+            free.book(t0);
+        }
+        assert_eq!(free.wait(t0), Duration::ZERO);
+        assert!(!free.limited() && p.limited());
     }
 }

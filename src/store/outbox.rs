@@ -69,17 +69,20 @@ impl Store {
         Ok(rows)
     }
 
-    /// Pending confirmations due now, oldest first; each one's attempt is counted
-    /// here, before it is tried.
-    pub fn claim_outbox(&mut self, now: i64, limit: usize) -> Result<Vec<OutboxRow>> {
+    /// Pending confirmations due now, oldest first, except those in `busy` (being
+    /// sent: they stay pending until their outcome is recorded); each one's attempt
+    /// is counted here, before it is tried.
+    pub fn claim_outbox(&mut self, now: i64, limit: usize, busy: &[i64]) -> Result<Vec<OutboxRow>> {
+        let busy = serde_json::to_string(busy)?;
         let tx = self.write()?;
         let rows = {
             let mut stmt = tx.prepare_cached(&format!(
                 "SELECT {COLUMNS} FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1
+                 AND id NOT IN (SELECT value FROM json_each(?3))
                  ORDER BY id LIMIT ?2"
             ))?;
             let rows = stmt
-                .query_map(params![now, limit as i64], row)?
+                .query_map(params![now, limit as i64, busy], row)?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             rows
         };

@@ -50,6 +50,8 @@ pub struct Received {
     pub rcpt_to: Vec<String>,
     /// The message as sent, dot-unstuffed, without the final `.` line.
     pub data: Vec<u8>,
+    /// When the final `.` was accepted.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -493,6 +495,7 @@ where
                                     mail_from: envelope_from,
                                     rcpt_to: envelope_to,
                                     data,
+                                    at: std::time::Instant::now(),
                                 });
                                 format!("250 2.0.0 ok: queued as {}", s.messages.len())
                             }

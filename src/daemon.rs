@@ -76,7 +76,7 @@ pub async fn run(
     let templates = Templates::load(config.templates_dir.as_deref())?;
     let mut store = Store::open(&config.db_path())?;
     let checkpointer = Checkpointer::start(&config.db_path())?;
-    store.hand_checkpoints_to(&checkpointer)?;
+    store.hand_checkpoints_to(&checkpointer);
     let gate_store = gate::ReadPool::open(&config.db_path(), 4)?;
     let token = gate::load_or_create_token(&config.gate.token_file)?;
     let listener = gate::bind(config.gate.listen).await?;
@@ -103,7 +103,7 @@ pub async fn run(
 
     let mut tasks = tokio::task::JoinSet::new();
     let mut mailer_store = Store::open_relaxed(&config.db_path())?;
-    mailer_store.hand_checkpoints_to(&checkpointer)?;
+    mailer_store.hand_checkpoints_to(&checkpointer);
     let mailer_store = Arc::new(Mutex::new(mailer_store));
     tasks.spawn(mailer::run(
         mailer_store,

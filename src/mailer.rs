@@ -14,8 +14,6 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use anyhow::{Context, Result};
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
@@ -26,6 +24,7 @@ use lettre::transport::smtp::extension::ClientId;
 use lettre::transport::smtp::PoolConfig;
 use lettre::{Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{address_of, Auth, SmtpConfig, SmtpServer, Tls, Transport};
@@ -409,12 +408,6 @@ impl Pace {
     }
 }
 
-/// A lock held only to read or replace a value, never across an await: a panic
-/// elsewhere cannot leave it half-written.
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 async fn send_row(sender: &Sender, from: &Address, row: OutboxRow) -> (OutboxRow, Sent) {
     let result = match row.recipient.parse::<Address>() {
         Ok(to) => match Envelope::new(Some(from.clone()), vec![to]) {
@@ -440,14 +433,14 @@ pub async fn drain(
     store: &Arc<Mutex<Store>>,
     sender: &Sender,
     cfg: &SmtpConfig,
-    pace: &Mutex<Pace>,
+    pace: &mut Pace,
     shutdown: &CancellationToken,
 ) -> Result<usize> {
     let from = address_of(&cfg.from);
     let from: Address = from
         .parse()
         .with_context(|| format!("smtp.from address {from:?} is invalid"))?;
-    let claim = if lock(pace).limited() { 1 } else { CLAIM };
+    let claim = if pace.limited() { 1 } else { CLAIM };
     let mut claimed: VecDeque<OutboxRow> = VecDeque::new();
     // Rows under way: still pending in the store until recorded, so never claimed
     // twice.
@@ -460,13 +453,17 @@ pub async fn drain(
         // Start sends while a connection is free and the pace allows one.
         let mut pace_at = None;
         while claiming && in_flight.len() < cfg.max_connections && !shutdown.is_cancelled() {
-            let wait = lock(pace).wait(Instant::now());
+            let wait = pace.wait(Instant::now());
             if !wait.is_zero() {
                 pace_at = Some(Instant::now() + wait);
                 break;
             }
             if claimed.is_empty() {
-                let rows = lock(store).claim_outbox(now(), claim, &busy);
+                let rows =
+                    store
+                        .lock()
+                        .expect("store lock poisoned")
+                        .claim_outbox(now(), claim, &busy);
                 match rows {
                     Ok(rows) if rows.is_empty() => claiming = false,
                     Ok(rows) => claimed.extend(rows),
@@ -479,7 +476,7 @@ pub async fn drain(
             let Some(row) = claimed.pop_front() else {
                 break;
             };
-            lock(pace).book(Instant::now());
+            pace.book(Instant::now());
             busy.push(row.id);
             in_flight.push(send_row(sender, &from, row));
         }
@@ -536,7 +533,10 @@ pub async fn drain(
             };
             outcomes.push((row.id, outcome));
         }
-        lock(store).outbox_record(&outcomes)?;
+        store
+            .lock()
+            .expect("store lock poisoned")
+            .outbox_record(&outcomes)?;
     }
     match claim_failed {
         Some(e) => Err(e),
@@ -558,9 +558,9 @@ pub async fn run(
             return;
         }
     };
-    let pace = Mutex::new(Pace::new(cfg.max_per_minute));
+    let mut pace = Pace::new(cfg.max_per_minute);
     loop {
-        if let Err(e) = drain(&store, &sender, &cfg, &pace, &shutdown).await {
+        if let Err(e) = drain(&store, &sender, &cfg, &mut pace, &shutdown).await {
             tracing::error!("mailer: {e:#}");
         }
         tokio::select! {

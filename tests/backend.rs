@@ -5,7 +5,6 @@
 //! library on its own, then the real `mpnd` binary end to end (triage is still a
 //! placeholder on this branch, so cases are applied with `mpnd queue approve`).
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -26,7 +25,7 @@ use support::world::{Setup, World};
 
 #[path = "support/pc_fake.rs"]
 mod pc_fake;
-use pc_fake::{error_body, serve, PcFake, Scripted, Seen};
+use pc_fake::{error_body, header_map, serve, PcFake, Scripted, Seen};
 
 const PLATFORM_TOKEN: &str = "platform-token-42";
 
@@ -49,15 +48,7 @@ impl PlatformFake {
         let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
             let s = s.clone();
             async move {
-                let headers: HashMap<String, String> = h
-                    .iter()
-                    .map(|(k, v)| {
-                        (
-                            k.as_str().to_lowercase(),
-                            v.to_str().unwrap_or("").to_string(),
-                        )
-                    })
-                    .collect();
+                let headers = header_map(&h);
                 let mut st = s.lock().unwrap();
                 let path = u.path().to_string();
                 if headers.get("authorization").map(String::as_str)

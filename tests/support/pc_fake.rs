@@ -230,6 +230,19 @@ impl PcFake {
     }
 }
 
+/// A request's headers by lower-case name, as the fakes check them.
+pub fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_lowercase(),
+                v.to_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
 pub fn error_body(code: Value, description: &str) -> Value {
     json!({"code": code, "description": description, "data": [], "source": "PartnerFD"})
 }
@@ -242,15 +255,7 @@ async fn handle(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_string();
-    let h: HashMap<String, String> = headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_lowercase(),
-                v.to_str().unwrap_or("").to_string(),
-            )
-        })
-        .collect();
+    let h = header_map(&headers);
     let body_json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
 
     // The token endpoint (v2.0: scope).

@@ -10,6 +10,8 @@ command -v dovecot >/dev/null 2>&1 || missing+=(dovecot-imapd)
 command -v doveadm >/dev/null 2>&1 || missing+=(dovecot-imapd)
 # dovecot-core alone brings `dovecot` but not the IMAP server it runs.
 [ -x /usr/lib/dovecot/imap ] || missing+=(dovecot-imapd)
+# The push test delivers over LMTP, as an MTA does.
+[ -x /usr/lib/dovecot/lmtp ] || missing+=(dovecot-lmtpd)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 # The unit-file test runs `systemd-analyze verify` and `security --offline`.
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)

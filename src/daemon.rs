@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, Verification};
@@ -82,6 +82,7 @@ pub async fn run(
     let listener = gate::bind(config.gate.listen).await?;
     let health = Arc::new(Health::default());
     health.heartbeat.store(now(), Ordering::Relaxed);
+    let wake = Arc::new(Notify::new());
     let store = Arc::new(Mutex::new(store));
     let (nudge_tx, nudge_rx) = mpsc::channel(1);
     let (jobs_tx, jobs_rx) = mpsc::channel(1);
@@ -121,10 +122,17 @@ pub async fn run(
         tasks.spawn(worker::run(w, jobs_rx, shutdown.clone()));
     }
     {
+        let push = gate::Push {
+            wake: wake.clone(),
+            folder: match &config.mailbox {
+                MailboxConfig::Imap(imap) => Some(imap.inbox.clone()),
+                MailboxConfig::Maildir { .. } => None,
+            },
+        };
         let (h, s) = (health.clone(), shutdown.clone());
         let gs = Arc::new(gate_store);
         tasks.spawn(async move {
-            if let Err(e) = gate::serve(listener, gs, token, h, s).await {
+            if let Err(e) = gate::serve(listener, gs, token, h, push, s).await {
                 tracing::error!("{e:#}");
             }
         });
@@ -137,6 +145,7 @@ pub async fn run(
         health: health.clone(),
         notifier: notifier.clone(),
         mailbox: String::new(),
+        wake: wake.clone(),
     };
     match &config.mailbox {
         MailboxConfig::Maildir { path } => {
@@ -551,6 +560,9 @@ pub struct Pipeline {
     pub health: Arc<Health>,
     pub notifier: Arc<Notifier>,
     pub mailbox: String,
+    /// Notified by the gate's push endpoint: the mail server says new mail is in
+    /// the inbox, so the loop looks now instead of waiting for IDLE or a poll.
+    pub wake: Arc<Notify>,
 }
 
 impl Pipeline {
@@ -849,6 +861,7 @@ async fn maildir_loop(maildir: Arc<Maildir>, p: Arc<Pipeline>, shutdown: Cancell
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
+            _ = p.wake.notified(), if failures == 0 => {}
         }
     }
 }
@@ -1003,7 +1016,7 @@ async fn imap_loop(settings: ImapSettings, p: Arc<Pipeline>, shutdown: Cancellat
                 );
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
-                    w = mb.wait(IMAP_WAKE) => w?,
+                    w = mb.wait(IMAP_WAKE, &p.wake) => w?,
                 }
                 tracing::debug!("mailbox woke");
             }

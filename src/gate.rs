@@ -5,6 +5,12 @@
 //! says whether the daemon's loops are alive, `/metrics` gives Prometheus text.
 //! The ordering platform calls this on every order, so it reads only and never
 //! waits for the mailbox or the backend.
+//!
+//! `PUT` or `POST /v1/mailbox/push` (same token, as a bearer token or as the
+//! password of Basic auth) is the mail server saying new mail has arrived: it
+//! wakes the mailbox loop at once instead of after IMAP IDLE's notice (Dovecot
+//! waits 500 ms before it tells an idling client). Dovecot's `push_notification`
+//! plugin sends exactly this with its `ox` driver on every LMTP delivery.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,11 +18,13 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
+use axum::body::Bytes;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::{Json, Router};
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::store::{now, Store};
@@ -40,6 +48,19 @@ pub struct Health {
     pub gate_blocked: AtomicU64,
     pub gate_unknown: AtomicU64,
     pub gate_unauthorized: AtomicU64,
+    /// Push requests: woke the mailbox loop, named another folder, bad token.
+    pub push_woke: AtomicU64,
+    pub push_ignored: AtomicU64,
+    pub push_unauthorized: AtomicU64,
+}
+
+/// What the push endpoint wakes, and for which folder.
+#[derive(Clone)]
+pub struct Push {
+    pub wake: Arc<Notify>,
+    /// The watched IMAP folder: a push that names another folder wakes nothing.
+    /// `None` (a Maildir): every push wakes.
+    pub folder: Option<String>,
 }
 
 /// Read connections for the gate, so requests on both cores need not queue on
@@ -77,6 +98,7 @@ struct AppState {
     store: Arc<ReadPool>,
     token: Arc<String>,
     health: Arc<Health>,
+    push: Push,
 }
 
 /// Reads the gate token, creating a random one (mode 0600) on first start.
@@ -127,6 +149,61 @@ fn authorized(headers: &HeaderMap, token: &str) -> bool {
         .and_then(|v| v.strip_prefix("Bearer "))
         .map(|t| token_matches(t.trim().as_bytes(), token.as_bytes()))
         .unwrap_or(false)
+}
+
+/// A bearer token, or Basic auth whose password is the token (any user name):
+/// mail servers' push drivers can put credentials only into the URL.
+fn push_authorized(headers: &HeaderMap, token: &str) -> bool {
+    use base64::Engine as _;
+    if authorized(headers, token) {
+        return true;
+    }
+    let Some(basic) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+    else {
+        return false;
+    };
+    let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(basic.trim()) else {
+        return false;
+    };
+    match decoded.iter().position(|&b| b == b':') {
+        Some(i) => token_matches(&decoded[i + 1..], token.as_bytes()),
+        None => false,
+    }
+}
+
+/// IMAP folder names compare exactly, but for INBOX, which is case-insensitive.
+fn same_folder(a: &str, b: &str) -> bool {
+    a == b || (a.eq_ignore_ascii_case("INBOX") && b.eq_ignore_ascii_case("INBOX"))
+}
+
+/// The mail server reports new mail. The body is optional; when it is JSON with a
+/// `folder` (as Dovecot's `ox` driver sends) that is not the watched folder, it
+/// wakes nothing. Wakes coalesce: a flood of pushes costs at most one extra look
+/// at the inbox, never a queue.
+async fn push(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !push_authorized(&headers, &st.token) {
+        st.health.push_unauthorized.fetch_add(1, Ordering::Relaxed);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Basic realm=\"mpnd\"")],
+        )
+            .into_response();
+    }
+    let folder = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("folder")?.as_str().map(str::to_owned));
+    if let (Some(watched), Some(named)) = (&st.push.folder, &folder) {
+        if !same_folder(watched, named) {
+            st.health.push_ignored.fetch_add(1, Ordering::Relaxed);
+            return StatusCode::ACCEPTED.into_response();
+        }
+    }
+    st.push.wake.notify_one();
+    st.health.push_woke.fetch_add(1, Ordering::Relaxed);
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn order_gate(
@@ -254,6 +331,17 @@ async fn metrics(State(st): State<AppState>) -> Response {
             c.load(Ordering::Relaxed)
         ));
     }
+    out.push_str("# TYPE mpnd_push_requests_total counter\n");
+    for (answer, c) in [
+        ("woke", &h.push_woke),
+        ("ignored", &h.push_ignored),
+        ("unauthorized", &h.push_unauthorized),
+    ] {
+        out.push_str(&format!(
+            "mpnd_push_requests_total{{answer=\"{answer}\"}} {}\n",
+            c.load(Ordering::Relaxed)
+        ));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -270,15 +358,18 @@ pub async fn serve(
     store: Arc<ReadPool>,
     token: String,
     health: Arc<Health>,
+    push_to: Push,
     shutdown: CancellationToken,
 ) -> Result<()> {
     let state = AppState {
         store,
         token: Arc::new(token),
         health,
+        push: push_to,
     };
     let app = Router::new()
         .route("/v1/resellers/{account}/order-gate", get(order_gate))
+        .route("/v1/mailbox/push", put(push).post(push))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state);
@@ -291,6 +382,33 @@ pub async fn serve(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn auth(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, value.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn push_takes_bearer_or_basic_with_the_token_as_password() {
+        // "mpnd:s3cret" and "mpnd:wrong", "s3cret" (no colon) in base64.
+        assert!(push_authorized(&auth("Bearer s3cret"), "s3cret"));
+        assert!(push_authorized(&auth("Basic bXBuZDpzM2NyZXQ="), "s3cret"));
+        assert!(!push_authorized(&auth("Basic bXBuZDp3cm9uZw=="), "s3cret"));
+        assert!(!push_authorized(&auth("Basic czNjcmV0"), "s3cret"));
+        assert!(!push_authorized(&auth("Basic !!!"), "s3cret"));
+        assert!(!push_authorized(&HeaderMap::new(), "s3cret"));
+        // The order gate itself stays bearer-only.
+        assert!(!authorized(&auth("Basic bXBuZDpzM2NyZXQ="), "s3cret"));
+    }
+
+    #[test]
+    fn inbox_is_case_insensitive_other_folders_are_not() {
+        assert!(same_folder("INBOX", "inbox"));
+        assert!(same_folder("Reseller/MPN", "Reseller/MPN"));
+        assert!(!same_folder("Reseller/MPN", "reseller/mpn"));
+        assert!(!same_folder("INBOX", "Review"));
+    }
 
     #[test]
     fn token_compare() {

@@ -584,6 +584,89 @@ fn imap_and_smtp_end_to_end_with_outages() {
     w.stop();
 }
 
+/// The counter `mpnd_push_requests_total{answer="..."}` from `/metrics`.
+fn push_count(w: &World, answer: &str) -> u64 {
+    let (_, text) = w.http("/metrics", None).expect("metrics");
+    let key = format!("mpnd_push_requests_total{{answer=\"{answer}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(key.as_str()))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[test]
+fn a_dovecot_push_wakes_the_daemon_at_once_and_a_bad_token_wakes_nothing() {
+    // A server without IDLE, polled every 45 s at most: a pickup within 20 s can
+    // only come from the push.
+    let mut dv = Dovecot::start(DovecotOptions {
+        idle: false,
+        ..Default::default()
+    });
+    let smtp = SmtpSink::start();
+    let mut w = imap_world_with(&dv, &smtp, "idle_timeout_secs = 600");
+    w.import_registry();
+    // The gate token exists before the daemon starts, so Dovecot's push URL can
+    // carry it (as Basic auth's password: the `ox` driver sends only that).
+    let token = "push-test-token";
+    std::fs::create_dir_all(w.var()).unwrap();
+    std::fs::write(w.var().join("gate.token"), format!("{token}\n")).unwrap();
+    dv.enable_push(&format!(
+        "http://dovecot:{token}@127.0.0.1:{}/v1/mailbox/push",
+        w.port
+    ));
+    w.start();
+    wait_until("first pass done", Duration::from_secs(20), || {
+        w.log().contains("mailbox connected") && w.http("/healthz", None).is_some()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+
+    dv.deliver_lmtp(&corpus_mail("02_en_thunderbird_plain_statement.eml"));
+    wait_until("pickup woken by the push", Duration::from_secs(20), || {
+        dv.count("Processed") == 1
+    });
+    assert_eq!(push_count(&w, "woke"), 1);
+    let sent = smtp.wait_for(1, Duration::from_secs(20));
+    assert_eq!(sent.len(), 1);
+    assert!(
+        !dv.log().contains("push-notification-ox: Error"),
+        "{}",
+        dv.log()
+    );
+
+    // A push for another folder, or without the token, wakes nothing.
+    let other = r#"{"event":"messageNew","folder":"Archive","imap-uid":9}"#;
+    let bearer = format!("Bearer {token}");
+    let (status, _) = w
+        .request("PUT", "/v1/mailbox/push", Some(&bearer), other)
+        .unwrap();
+    assert_eq!(status, 202);
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("Basic ZG92ZWNvdDp3cm9uZw=="),
+    ] {
+        let (status, body) = w.request("POST", "/v1/mailbox/push", auth, "").unwrap();
+        assert_eq!(status, 401, "{auth:?}");
+        assert!(!body.contains(token));
+    }
+    assert_eq!(
+        (
+            push_count(&w, "woke"),
+            push_count(&w, "ignored"),
+            push_count(&w, "unauthorized")
+        ),
+        (1, 1, 3)
+    );
+    // A bare POST with the token (a script, curl) wakes it too.
+    let (status, _) = w
+        .request("POST", "/v1/mailbox/push", Some(&bearer), "")
+        .unwrap();
+    assert_eq!(status, 204);
+    assert_eq!(push_count(&w, "woke"), 2);
+    assert!(!w.log().contains(token), "the token is never logged");
+    w.stop();
+}
+
 #[test]
 fn imap_uidvalidity_change_skips_nothing_and_doubles_nothing() {
     let mut dv = Dovecot::start(DovecotOptions::default());

@@ -12,6 +12,7 @@ use mpnd::mailbox::imap::{Cursor, Fetched, ImapAuth, ImapMailbox, TlsMode};
 use mpnd::mailbox::Destination;
 use mpnd::oauth::TokenSource;
 use support::{mail, Dovecot, DovecotOptions, OAuthServer, SmtpOptions, SmtpSink};
+use tokio::sync::Notify;
 
 /// Fetch batches until an empty one; returns the last cursor and everything seen.
 async fn drain(mb: &mut ImapMailbox, cursor: Option<Cursor>) -> (Cursor, Vec<Fetched>) {
@@ -360,7 +361,7 @@ async fn idle_wakes_within_a_second_of_new_mail() {
 
     // Nothing arrives: wait ends at `max`, the connection stays usable.
     let t = Instant::now();
-    mb.wait(Duration::from_millis(700))
+    mb.wait(Duration::from_millis(700), &Notify::new())
         .await
         .expect("quiet wait");
     let quiet = t.elapsed();
@@ -370,7 +371,7 @@ async fn idle_wakes_within_a_second_of_new_mail() {
     );
 
     let waiter = tokio::spawn(async move {
-        let r = mb.wait(Duration::from_secs(30)).await;
+        let r = mb.wait(Duration::from_secs(30), &Notify::new()).await;
         (mb, r, Instant::now())
     });
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -394,6 +395,50 @@ async fn idle_wakes_within_a_second_of_new_mail() {
 }
 
 #[tokio::test]
+async fn a_wake_ends_idle_and_polling_without_new_mail() {
+    for idle in [true, false] {
+        let dv = Dovecot::start(DovecotOptions {
+            idle,
+            ..Default::default()
+        });
+        let mut mb = ImapMailbox::connect(&dv.imap_settings()).await.unwrap();
+        let (cursor, _) = drain(&mut mb, None).await;
+        let wake = Arc::new(Notify::new());
+
+        // A wake that came while the caller was busy ends the next wait at once.
+        wake.notify_one();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            mb.wait(Duration::from_secs(30), &wake),
+        )
+        .await
+        .expect("a stored wake ends the wait")
+        .expect("wait");
+
+        // A wake during the wait ends it (as a push does right after a delivery,
+        // before IDLE's own notice), and the next search sees the new mail.
+        let m = mail("after a wake", "PLA 1111111");
+        dv.append(&m);
+        let w = wake.clone();
+        let waker = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            w.notify_one();
+        });
+        tokio::time::timeout(
+            Duration::from_secs(10),
+            mb.wait(Duration::from_secs(30), &wake),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("a wake did not end the wait (idle: {idle})"))
+        .expect("wait");
+        waker.await.unwrap();
+        let (_, got) = drain(&mut mb, Some(cursor)).await;
+        assert_eq!(raws(&got), [m], "idle: {idle}");
+        mb.logout().await;
+    }
+}
+
+#[tokio::test]
 async fn without_idle_wait_polls() {
     let dv = Dovecot::start(DovecotOptions {
         idle: false,
@@ -405,7 +450,9 @@ async fn without_idle_wait_polls() {
     let m = mail("polled", "x");
     dv.append(&m);
     let t = Instant::now();
-    mb.wait(Duration::from_millis(400)).await.expect("poll");
+    mb.wait(Duration::from_millis(400), &Notify::new())
+        .await
+        .expect("poll");
     assert!(
         t.elapsed() >= Duration::from_millis(400),
         "slept the poll interval"
@@ -428,7 +475,7 @@ async fn restart_mid_wait_errors_and_a_new_connection_resumes_exactly_once() {
     let uidvalidity = cursor.uidvalidity;
 
     let waiter = tokio::spawn(async move {
-        let r = mb.wait(Duration::from_secs(60)).await;
+        let r = mb.wait(Duration::from_secs(60), &Notify::new()).await;
         (mb, r)
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -670,7 +717,12 @@ async fn access_token_expired_bye_is_reported_as_such() {
     let mut mb = ImapMailbox::connect(&dv_like)
         .await
         .expect("connect to the scripted server");
-    let err = format!("{:#}", mb.wait(Duration::from_secs(10)).await.unwrap_err());
+    let err = format!(
+        "{:#}",
+        mb.wait(Duration::from_secs(10), &Notify::new())
+            .await
+            .unwrap_err()
+    );
     assert!(err.contains("access token expired"), "{err}");
     server.await.unwrap();
 }

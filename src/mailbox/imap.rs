@@ -33,8 +33,10 @@ use async_imap::imap_proto::{
     AttributeValue, Capability, MailboxDatum, RequestId, Response, ResponseCode, Status,
 };
 use async_imap::{Authenticator, Client, Session};
+use futures::FutureExt as _;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::Notify;
 use tokio::time::{timeout, timeout_at, Instant};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
@@ -196,6 +198,13 @@ impl fmt::Debug for ImapMailbox {
             .field("uidvalidity", &self.uidvalidity)
             .finish_non_exhaustive()
     }
+}
+
+/// How an IDLE ended: the server reported a change (or time ran out, or the server
+/// ended it), or a push woke us and the server has not said anything yet.
+enum Idled {
+    Changed,
+    Woken,
 }
 
 /// Why a command failed: a refusal leaves the connection usable, the rest don't.
@@ -529,32 +538,50 @@ impl ImapMailbox {
         Ok(())
     }
 
-    /// Wait until the server reports new mail, or `max` passes.
+    /// Wait until the server reports new mail, `wake` is notified (a push from the
+    /// mail server: new mail is there), or `max` passes.
     ///
-    /// With IDLE the wait ends on `* n EXISTS` (or after `idle_timeout` at most),
-    /// and `DONE` is sent under `command_timeout`. Without IDLE it sleeps
-    /// `max` (the caller's poll interval, at most `idle_timeout`) and sends NOOP.
-    /// An error means the connection is dead.
-    pub async fn wait(&mut self, max: Duration) -> anyhow::Result<()> {
+    /// With IDLE the wait ends on `* n EXISTS` or a wake (or after `idle_timeout`
+    /// at most), and `DONE` is sent under `command_timeout`. Without IDLE it
+    /// sleeps `max` (the caller's poll interval, at most `idle_timeout`) or until a
+    /// wake, then sends NOOP. A wake that came while the caller was busy ends the
+    /// next wait at once. An error means the connection is dead.
+    ///
+    /// After a wake NOOP is always sent: a server shows a session new mail only
+    /// when it syncs the session's view (Dovecot does at the end of a command), and
+    /// a SEARCH alone would run on the old view.
+    pub async fn wait(&mut self, max: Duration, wake: &Notify) -> anyhow::Result<()> {
         self.alive()?;
         if std::mem::take(&mut self.changed) {
             return Ok(());
         }
+        if wake.notified().now_or_never().is_some() {
+            return self.sync_view().await;
+        }
         let limit = max.min(self.idle_timeout);
         if !self.caps.idle {
-            tokio::time::sleep(limit).await;
-            self.run("polling (NOOP)", "NOOP").await?;
-            self.changed = false;
-            return Ok(());
+            tokio::select! {
+                _ = tokio::time::sleep(limit) => {}
+                _ = wake.notified() => {}
+            }
+            return self.sync_view().await;
         }
         let deadline = Instant::now() + limit;
-        match self.idle(deadline).await {
-            Ok(()) => Ok(()),
+        match self.idle(deadline, wake).await {
+            Ok(Idled::Changed) => Ok(()),
+            Ok(Idled::Woken) => self.sync_view().await,
             Err(Failure::Refused(text)) => {
                 Err(anyhow!("imap server {} refused IDLE: {text}", self.server))
             }
             Err(Failure::Lost(text)) => Err(self.lost("idling", text)),
         }
+    }
+
+    /// NOOP, so the server brings this session's view up to date.
+    async fn sync_view(&mut self) -> anyhow::Result<()> {
+        self.run("polling (NOOP)", "NOOP").await?;
+        self.changed = false;
+        Ok(())
     }
 
     /// Say LOGOUT (briefly: the connection is going away either way).
@@ -569,7 +596,7 @@ impl ImapMailbox {
     /// IDLE until EXISTS or `deadline`, then DONE. The whole exchange is ours (not
     /// async-imap's idle handle) so a BYE and a closed socket are told apart from
     /// a timeout, and the session is never moved out of `self`.
-    async fn idle(&mut self, deadline: Instant) -> Result<(), Failure> {
+    async fn idle(&mut self, deadline: Instant, wake: &Notify) -> Result<Idled, Failure> {
         let t = self.command_timeout;
         let id = match timeout(t, self.session.run_command("IDLE")).await {
             Ok(Ok(id)) => id,
@@ -600,22 +627,29 @@ impl ImapMailbox {
         .await
         .map_err(|_| Failure::Lost(format!("no IDLE continuation within {t:?}")))??;
         if !started {
-            return Ok(());
+            return Ok(Idled::Changed);
         }
 
         // Idle. `* OK Still here` keep-alives and flag changes keep us waiting;
-        // only new mail, the deadline, or the end of the connection stop it.
+        // only new mail, a wake, the deadline, or the end of the connection stop it.
+        let mut woken = false;
         while !self.changed {
-            let item = match timeout_at(deadline, next(&mut self.session)).await {
-                Err(_) => break,
-                Ok(item) => item?,
+            let item = tokio::select! {
+                r = timeout_at(deadline, next(&mut self.session)) => match r {
+                    Err(_) => break,
+                    Ok(item) => item?,
+                },
+                _ = wake.notified() => {
+                    woken = true;
+                    break;
+                }
             };
             match item {
                 Item::Bye(text) => return Err(bye(text)),
                 // Ended by the server (e.g. its own IDLE time limit).
                 Item::Tagged {
                     tag, status, text, ..
-                } if tag == id => return tagged_result(status, text),
+                } if tag == id => return tagged_result(status, text).map(|()| Idled::Changed),
                 Item::Exists => self.changed = true,
                 _ => {}
             }
@@ -646,7 +680,7 @@ impl ImapMailbox {
         done?;
         // Returning tells the caller about the change; don't report it twice.
         self.changed = false;
-        Ok(())
+        Ok(if woken { Idled::Woken } else { Idled::Changed })
     }
 
     /// Run one command to its tagged reply under `command_timeout`, returning what

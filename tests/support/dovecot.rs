@@ -112,6 +112,16 @@ pub struct Dovecot {
     gid: u32,
     dovecot: PathBuf,
     doveadm: PathBuf,
+    /// LMTP delivery with push notifications, once [`Dovecot::enable_push`] ran.
+    push: Option<Push>,
+}
+
+/// Dovecot's `push_notification` plugin (`ox` driver): every LMTP delivery into
+/// the inbox PUTs JSON to `url`.
+#[derive(Clone)]
+struct Push {
+    url: String,
+    lmtp_port: u16,
 }
 
 impl Dovecot {
@@ -176,13 +186,21 @@ impl Dovecot {
             gid,
             dovecot,
             doveadm,
+            push: None,
         };
         // A free port can be taken by someone else before Dovecot binds it; then
         // Dovecot exits at once and we try other ports.
         for attempt in 1..=5 {
             d.port = free_port();
             d.starttls_port = opts.tls.then(free_port);
-            let text = config(&root, &opts, d.port, d.starttls_port, d.oauth.as_ref());
+            let text = config(
+                &root,
+                &opts,
+                d.port,
+                d.starttls_port,
+                d.oauth.as_ref(),
+                None,
+            );
             fs::write(&d.conf, text).expect("writing dovecot.conf");
             match d.try_launch() {
                 Ok(()) => return d,
@@ -435,6 +453,90 @@ impl Dovecot {
         }
     }
 
+    /// Turn on LMTP delivery (on a port of 127.0.0.1) and Dovecot's push
+    /// notifications to `url` for the test user, as a site would for mpnd's push
+    /// endpoint; restarts the server.
+    pub fn enable_push(&mut self, url: &str) {
+        self.stop();
+        let push = Push {
+            url: url.to_string(),
+            lmtp_port: free_port(),
+        };
+        let text = config(
+            self.dir.path(),
+            &self.opts,
+            self.port,
+            self.starttls_port,
+            self.oauth.as_ref(),
+            Some(&push),
+        );
+        fs::write(&self.conf, text).expect("writing dovecot.conf");
+        self.push = Some(push);
+        self.launch();
+        // The `ox` driver notifies only users who asked for it, in METADATA.
+        self.doveadm(&[
+            "mailbox",
+            "metadata",
+            "set",
+            "-u",
+            USER,
+            "-s",
+            "",
+            "/private/vendor/vendor.dovecot/http-notify",
+            &format!("user={USER}"),
+        ]);
+    }
+
+    /// Deliver one mail over LMTP, as an MTA hands mail to Dovecot (and so with a
+    /// push notification); needs [`Dovecot::enable_push`].
+    pub fn deliver_lmtp(&self, raw: &[u8]) {
+        let port = self
+            .push
+            .as_ref()
+            .expect("deliver_lmtp needs enable_push")
+            .lmtp_port;
+        let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connecting to LMTP");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+        // Reads one (possibly multi-line) reply and checks its code.
+        let mut expect = |code: &str| {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                std::io::BufRead::read_line(&mut r, &mut line).expect("reading LMTP");
+                assert!(line.starts_with(code), "LMTP: wanted {code}, got {line:?}");
+                if line.as_bytes().get(3) != Some(&b'-') {
+                    return;
+                }
+            }
+        };
+        expect("220");
+        let mut say = |text: &[u8]| s.write_all(text).expect("writing LMTP");
+        say(b"LHLO test.example\r\n");
+        expect("250");
+        say(b"MAIL FROM:<mta@test.example>\r\n");
+        expect("250");
+        say(format!("RCPT TO:<{USER}>\r\n").as_bytes());
+        expect("250");
+        say(b"DATA\r\n");
+        expect("354");
+        let mut body = Vec::new();
+        for line in to_crlf(raw).split_inclusive(|&b| b == b'\n') {
+            if line.starts_with(b".") {
+                body.push(b'.');
+            }
+            body.extend_from_slice(line);
+        }
+        if !body.ends_with(b"\r\n") {
+            body.extend_from_slice(b"\r\n");
+        }
+        body.extend_from_slice(b".\r\n");
+        say(&body);
+        expect("250");
+        say(b"QUIT\r\n");
+        expect("221");
+    }
+
     /// Start again on the same ports with the same data.
     pub fn restart(&mut self) {
         self.stop();
@@ -596,8 +698,23 @@ fn config(
     port: u16,
     starttls_port: Option<u16>,
     oauth: Option<&OAuthServer>,
+    push: Option<&Push>,
 ) -> String {
     let root = root.display();
+    let (protocols, push) = match push {
+        None => ("imap", String::new()),
+        Some(p) => (
+            "imap lmtp",
+            format!(
+                "mail_attribute_dict = file:%h/dovecot-attributes\n\
+protocol lmtp {{\n  mail_plugins = $mail_plugins notify push_notification\n}}\n\
+plugin {{\n  push_notification_driver = ox:url={url} user_from_metadata\n}}\n\
+service lmtp {{\n  inet_listener lmtp {{\n    address = 127.0.0.1\n    port = {port}\n  }}\n}}\n",
+                url = p.url,
+                port = p.lmtp_port
+            ),
+        ),
+    };
     let caps: Vec<&str> = CAPABILITIES
         .iter()
         .copied()
@@ -645,7 +762,7 @@ instance_name = mpnd-test-{port}\n\
 base_dir = {root}/run\n\
 state_dir = {root}/state\n\
 log_path = {root}/dovecot.log\n\
-protocols = imap\n\
+protocols = {protocols}\n\
 listen = 127.0.0.1\n\
 {ssl}\
 disable_plaintext_auth = no\n\
@@ -670,7 +787,8 @@ namespace inbox {{\n  inbox = yes\n  separator = /\n\
   mailbox Processed {{\n    auto = subscribe\n  }}\n\
   mailbox Review {{\n    auto = subscribe\n  }}\n\
   mailbox Ignored {{\n    auto = subscribe\n  }}\n}}\n\
-service imap-login {{\n{listeners}}}\n",
+service imap-login {{\n{listeners}}}\n\
+{push}",
         caps = caps.join(" "),
         greeting = greeting(port),
     )

@@ -222,6 +222,17 @@ impl World {
 
     /// A GET on the gate: (status, body), or None when nothing listens.
     pub fn http(&self, path: &str, auth: Option<&str>) -> Option<(u16, String)> {
+        self.request("GET", path, auth, "")
+    }
+
+    /// Any request on the gate's port (`auth`: the whole Authorization value).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        auth: Option<&str>,
+        body: &str,
+    ) -> Option<(u16, String)> {
         let mut s = TcpStream::connect(("127.0.0.1", self.port)).ok()?;
         s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
         let auth = auth
@@ -229,7 +240,8 @@ impl World {
             .unwrap_or_default();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
         )
         .ok()?;
         let mut resp = String::new();

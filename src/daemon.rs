@@ -72,6 +72,7 @@ pub async fn run(
     config_path: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<()> {
+    warm_up_triage();
     let notifier = Arc::new(Notifier::from_env());
     let templates = Templates::load(config.templates_dir.as_deref())?;
     let mut store = Store::open(&config.db_path())?;
@@ -796,6 +797,22 @@ impl Pipeline {
 
 /// Triage must never take the daemon down: a panic (a bug, by contract there is
 /// none) becomes a case for review instead.
+/// Triage the warm-up samples on the triage threads (at low priority, without
+/// waiting), so the regexes are compiled while the store opens and the mailbox
+/// connects, not while the first batch waits (it took 66 ms instead of ~15).
+fn warm_up_triage() {
+    let Some(pool) = triage_pool() else { return };
+    for raw in triage::warm::SAMPLES {
+        pool.spawn(move || {
+            let _ = triage_guarded(
+                raw.as_bytes(),
+                &triage::warm::registry(),
+                &triage::warm::policy(),
+            );
+        });
+    }
+}
+
 fn triage_guarded(raw: &[u8], registry: &Registry, policy: &triage::Policy) -> Triage {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         triage::triage(raw, registry, policy)

@@ -17,6 +17,7 @@ mod extract;
 mod html;
 mod parse;
 mod segment;
+pub mod warm;
 
 pub use engine::triage;
 

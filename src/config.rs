@@ -118,6 +118,9 @@ pub struct SmtpConfig {
 pub struct GateConfig {
     pub listen: SocketAddr,
     pub token_file: PathBuf,
+    /// The token the mail server's push (`/v1/mailbox/push`) must show; unset:
+    /// the gate's token.
+    pub push_token_file: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,6 +229,7 @@ impl Config {
             gate: GateConfig {
                 listen: SocketAddr::from(([127, 0, 0, 1], 8470)),
                 token_file: state_dir.join("gate.token"),
+                push_token_file: None,
             },
             policy: Policy {
                 own_addresses: vec!["cloud@localhost".into()],
@@ -387,6 +391,7 @@ struct RawSmtp {
 struct RawGate {
     listen: Option<String>,
     token_file: Option<String>,
+    push_token_file: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -615,6 +620,9 @@ impl Checker {
             }
             if let Some(t) = g.token_file {
                 config.gate.token_file = self.path(&t);
+            }
+            if let Some(t) = g.push_token_file {
+                config.gate.push_token_file = Some(self.path(&t));
             }
         }
         let from_addr = address_of(&config.smtp.from).to_lowercase();
@@ -1119,6 +1127,11 @@ mod tests {
         let c = Config::parse(&text, "config.example.toml", dir.path()).unwrap();
         assert!(matches!(c.mailbox, MailboxConfig::Imap(_)));
         assert_eq!(c.smtp.max_per_minute, 30, "Exchange Online's pace");
+        assert_eq!(
+            c.gate.push_token_file,
+            Some(dir.path().join("push.token")),
+            "the push has a token of its own"
+        );
         assert!(c
             .policy
             .own_addresses

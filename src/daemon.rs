@@ -80,6 +80,10 @@ pub async fn run(
     store.hand_checkpoints_to(&checkpointer);
     let gate_store = gate::ReadPool::open(&config.db_path(), 4)?;
     let token = gate::load_or_create_token(&config.gate.token_file)?;
+    let push_token = match &config.gate.push_token_file {
+        Some(path) => gate::load_or_create_token(path)?,
+        None => token.clone(),
+    };
     let listener = gate::bind(config.gate.listen).await?;
     let health = Arc::new(Health::default());
     health.heartbeat.store(now(), Ordering::Relaxed);
@@ -124,6 +128,7 @@ pub async fn run(
     }
     {
         let push = gate::Push {
+            token: Arc::new(push_token),
             wake: wake.clone(),
             folder: match &config.mailbox {
                 MailboxConfig::Imap(imap) => Some(imap.inbox.clone()),

@@ -6,8 +6,8 @@
 //! The ordering platform calls this on every order, so it reads only and never
 //! waits for the mailbox or the backend.
 //!
-//! `PUT` or `POST /v1/mailbox/push` (same token, as a bearer token or as the
-//! password of Basic auth) is the mail server saying new mail has arrived: it
+//! `PUT` or `POST /v1/mailbox/push` (the token of `gate.push_token_file`, else the
+//! gate's, as a bearer token or as the password of Basic auth) is the mail server saying new mail has arrived: it
 //! wakes the mailbox loop at once instead of after IMAP IDLE's notice (Dovecot
 //! waits 500 ms before it tells an idling client). Dovecot's `push_notification`
 //! plugin sends exactly this with its `ox` driver on every LMTP delivery.
@@ -54,9 +54,11 @@ pub struct Health {
     pub push_unauthorized: AtomicU64,
 }
 
-/// What the push endpoint wakes, and for which folder.
+/// What the push endpoint wakes, for which folder, and the token it wants.
 #[derive(Clone)]
 pub struct Push {
+    /// `gate.push_token_file`'s token, or the gate's own.
+    pub token: Arc<String>,
     pub wake: Arc<Notify>,
     /// The watched IMAP folder: a push that names another folder wakes nothing.
     /// `None` (a Maildir): every push wakes.
@@ -184,7 +186,7 @@ fn same_folder(a: &str, b: &str) -> bool {
 /// wakes nothing. Wakes coalesce: a flood of pushes costs at most one extra look
 /// at the inbox, never a queue.
 async fn push(State(st): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
-    if !push_authorized(&headers, &st.token) {
+    if !push_authorized(&headers, &st.push.token) {
         st.health.push_unauthorized.fetch_add(1, Ordering::Relaxed);
         return (
             StatusCode::UNAUTHORIZED,

@@ -605,11 +605,17 @@ fn a_dovecot_push_wakes_the_daemon_at_once_and_a_bad_token_wakes_nothing() {
     let smtp = SmtpSink::start();
     let mut w = imap_world_with(&dv, &smtp, "idle_timeout_secs = 600");
     w.import_registry();
-    // The gate token exists before the daemon starts, so Dovecot's push URL can
-    // carry it (as Basic auth's password: the `ox` driver sends only that).
+    // The push has a token of its own (gate.push_token_file), written before the
+    // daemon starts so Dovecot's push URL can carry it (as Basic auth's password:
+    // the `ox` driver sends only that).
     let token = "push-test-token";
-    std::fs::create_dir_all(w.var()).unwrap();
-    std::fs::write(w.var().join("gate.token"), format!("{token}\n")).unwrap();
+    let push_file = w.dir.path().join("push.token");
+    std::fs::write(&push_file, format!("{token}\n")).unwrap();
+    let text = std::fs::read_to_string(&w.config).unwrap().replace(
+        "[gate]\n",
+        &format!("[gate]\npush_token_file = \"{}\"\n", push_file.display()),
+    );
+    std::fs::write(&w.config, text).unwrap();
     dv.enable_push(&format!(
         "http://dovecot:{token}@127.0.0.1:{}/v1/mailbox/push",
         w.port
@@ -640,22 +646,29 @@ fn a_dovecot_push_wakes_the_daemon_at_once_and_a_bad_token_wakes_nothing() {
         .request("PUT", "/v1/mailbox/push", Some(&bearer), other)
         .unwrap();
     assert_eq!(status, 202);
+    // The gate's token is not the push's, nor the push's the gate's.
+    let gate_bearer = format!("Bearer {}", w.token());
     for auth in [
         None,
         Some("Bearer wrong"),
         Some("Basic ZG92ZWNvdDp3cm9uZw=="),
+        Some(gate_bearer.as_str()),
     ] {
         let (status, body) = w.request("POST", "/v1/mailbox/push", auth, "").unwrap();
         assert_eq!(status, 401, "{auth:?}");
         assert!(!body.contains(token));
     }
+    let (status, _) = w
+        .get("/v1/resellers/R-20031/order-gate", Some(token))
+        .unwrap();
+    assert_eq!(status, 401, "the push token opens no gate");
     assert_eq!(
         (
             push_count(&w, "woke"),
             push_count(&w, "ignored"),
             push_count(&w, "unauthorized")
         ),
-        (1, 1, 3)
+        (1, 1, 4)
     );
     // A bare POST with the token (a script, curl) wakes it too.
     let (status, _) = w

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result};
 use axum::body::Bytes;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -53,6 +54,9 @@ pub struct Health {
     pub push_ignored: AtomicU64,
     pub push_unauthorized: AtomicU64,
 }
+
+/// The largest push body read; a bigger one is refused with 413.
+const PUSH_BODY_LIMIT: usize = 64 * 1024;
 
 /// What the push endpoint wakes, for which folder, and the token it wants.
 #[derive(Clone)]
@@ -371,7 +375,13 @@ pub async fn serve(
     };
     let app = Router::new()
         .route("/v1/resellers/{account}/order-gate", get(order_gate))
-        .route("/v1/mailbox/push", put(push).post(push))
+        .route(
+            "/v1/mailbox/push",
+            // A push is a few hundred bytes; nobody gets to make us read megabytes.
+            put(push)
+                .post(push)
+                .layer(DefaultBodyLimit::max(PUSH_BODY_LIMIT)),
+        )
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state);

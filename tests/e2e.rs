@@ -670,6 +670,16 @@ fn a_dovecot_push_wakes_the_daemon_at_once_and_a_bad_token_wakes_nothing() {
         ),
         (1, 1, 4)
     );
+    // A body past 64 KiB is not read, and wakes nothing.
+    let (status, _) = w
+        .request(
+            "POST",
+            "/v1/mailbox/push",
+            Some(&bearer),
+            &"x".repeat(100_000),
+        )
+        .unwrap();
+    assert_eq!(status, 413);
     // A bare POST with the token (a script, curl) wakes it too.
     let (status, _) = w
         .request("POST", "/v1/mailbox/push", Some(&bearer), "")

@@ -805,8 +805,6 @@ impl Pipeline {
     }
 }
 
-/// Triage must never take the daemon down: a panic (a bug, by contract there is
-/// none) becomes a case for review instead.
 /// Triage the warm-up samples on a triage thread (at low priority, without
 /// waiting), so the regexes are compiled while the store opens and the mailbox
 /// connects, not while the first batch waits (it took 66 ms instead of ~15).
@@ -823,6 +821,8 @@ fn warm_up_triage() {
     });
 }
 
+/// Triage must never take the daemon down: a panic (a bug, by contract there is
+/// none) becomes a case for review instead.
 fn triage_guarded(raw: &[u8], registry: &Registry, policy: &triage::Policy) -> Triage {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         triage::triage(raw, registry, policy)

@@ -7,9 +7,9 @@
 //! waits for the mailbox or the backend.
 //!
 //! `PUT` or `POST /v1/mailbox/push` (the token of `gate.push_token_file`, else the
-//! gate's, as a bearer token or as the password of Basic auth) is the mail server saying new mail has arrived: it
-//! wakes the mailbox loop at once instead of after IMAP IDLE's notice (Dovecot
-//! waits 500 ms before it tells an idling client). Dovecot's `push_notification`
+//! gate's, as a bearer token or as the password of Basic auth) is the mail server
+//! saying new mail has arrived: it wakes the mailbox loop at once instead of after
+//! IMAP IDLE's notice (Dovecot waits 500 ms before it tells an idling client). Dovecot's `push_notification`
 //! plugin sends exactly this with its `ox` driver on every LMTP delivery.
 
 use std::net::SocketAddr;
@@ -325,30 +325,37 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "mpnd_mailbox_reconnects_total {}\n",
         h.reconnects.load(Ordering::Relaxed)
     ));
-    out.push_str("# TYPE mpnd_gate_requests_total counter\n");
-    for (answer, c) in [
-        ("allowed", &h.gate_allowed),
-        ("blocked", &h.gate_blocked),
-        ("unknown", &h.gate_unknown),
-        ("unauthorized", &h.gate_unauthorized),
-    ] {
-        out.push_str(&format!(
-            "mpnd_gate_requests_total{{answer=\"{answer}\"}} {}\n",
-            c.load(Ordering::Relaxed)
-        ));
-    }
-    out.push_str("# TYPE mpnd_push_requests_total counter\n");
-    for (answer, c) in [
-        ("woke", &h.push_woke),
-        ("ignored", &h.push_ignored),
-        ("unauthorized", &h.push_unauthorized),
-    ] {
-        out.push_str(&format!(
-            "mpnd_push_requests_total{{answer=\"{answer}\"}} {}\n",
-            c.load(Ordering::Relaxed)
-        ));
-    }
+    answers(
+        &mut out,
+        "mpnd_gate_requests_total",
+        &[
+            ("allowed", &h.gate_allowed),
+            ("blocked", &h.gate_blocked),
+            ("unknown", &h.gate_unknown),
+            ("unauthorized", &h.gate_unauthorized),
+        ],
+    );
+    answers(
+        &mut out,
+        "mpnd_push_requests_total",
+        &[
+            ("woke", &h.push_woke),
+            ("ignored", &h.push_ignored),
+            ("unauthorized", &h.push_unauthorized),
+        ],
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// A counter family labelled by `answer`, in Prometheus text.
+fn answers(out: &mut String, name: &str, counters: &[(&str, &AtomicU64)]) {
+    out.push_str(&format!("# TYPE {name} counter\n"));
+    for (answer, c) in counters {
+        out.push_str(&format!(
+            "{name}{{answer=\"{answer}\"}} {}\n",
+            c.load(Ordering::Relaxed)
+        ));
+    }
 }
 
 /// Binds the gate's listener; separate from `serve` so the daemon knows the port is

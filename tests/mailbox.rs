@@ -395,7 +395,7 @@ async fn idle_wakes_within_a_second_of_new_mail() {
 }
 
 #[tokio::test]
-async fn a_wake_ends_idle_and_polling_without_new_mail() {
+async fn a_wake_ends_idle_or_polling_and_the_next_search_sees_new_mail() {
     for idle in [true, false] {
         let dv = Dovecot::start(DovecotOptions {
             idle,

@@ -1,6 +1,6 @@
 //! Warming triage up before the first mail: most of triage's regexes are compiled
 //! on first use, ~40 ms in all, which the first batch after a start would wait for.
-//! The daemon triages these samples on the triage threads while it opens the store
+//! The daemon triages these samples on one triage thread while it opens the store
 //! and connects to the mailbox. Between them they pass every stage: MIME with
 //! quoted-printable and HTML, quotes and a forward, signatures with other numbers,
 //! new and old IDs, an example ID, and an auto-reply.

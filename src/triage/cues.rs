@@ -351,16 +351,36 @@ fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
 /// ID keywords in `text`, strong first-class names and weak ones, with weak or strong
 /// matches inside one of `distractors` ("Tenant-ID", "Kunden-Nr.") removed.
 pub(crate) fn keywords(text: &str, distractors: &[Cue]) -> (Vec<Cue>, Vec<Cue>) {
+    without(
+        all_matches(&STRONG_KEYWORD, text),
+        all_matches(&WEAK_KEYWORD, text),
+        distractors,
+    )
+}
+
+/// [`keywords`] for a caller that wants the distractors only to remove keywords:
+/// they are looked for only when there is a keyword to remove. (Most numbers of a
+/// reply stand in quoted history with no keyword near them; the distractor pattern
+/// is the largest of all.)
+pub(crate) fn keywords_alone(text: &str) -> (Vec<Cue>, Vec<Cue>) {
+    let strong = all_matches(&STRONG_KEYWORD, text);
+    let weak = all_matches(&WEAK_KEYWORD, text);
+    if strong.is_empty() && weak.is_empty() {
+        return (strong, weak);
+    }
+    without(strong, weak, &distractors(text))
+}
+
+/// Strong and weak keywords without those inside a distractor, and weak ones
+/// without those inside a strong one.
+fn without(strong: Vec<Cue>, weak: Vec<Cue>, distractors: &[Cue]) -> (Vec<Cue>, Vec<Cue>) {
     let overlaps = |c: &Cue| {
         distractors
             .iter()
             .any(|d| c.start < d.end && d.start < c.end)
     };
-    let strong: Vec<Cue> = all_matches(&STRONG_KEYWORD, text)
-        .into_iter()
-        .filter(|c| !overlaps(c))
-        .collect();
-    let weak: Vec<Cue> = all_matches(&WEAK_KEYWORD, text)
+    let strong: Vec<Cue> = strong.into_iter().filter(|c| !overlaps(c)).collect();
+    let weak: Vec<Cue> = weak
         .into_iter()
         .filter(|c| !overlaps(c) && !strong.iter().any(|s| c.start < s.end && s.start < c.end))
         .collect();
@@ -493,6 +513,34 @@ mod tests {
 
     fn texts(cues: &[Cue]) -> Vec<&str> {
         cues.iter().map(|c| c.text.as_str()).collect()
+    }
+
+    #[test]
+    fn keywords_alone_finds_what_keywords_finds_with_the_distractors() {
+        for text in [
+            "unsere neue MPN-ID lautet",
+            "Tenant-ID und Kunden-Nr.",
+            "Kundennummer / Partner-ID",
+            "die ID des Mandanten ist",
+            "Bestellung 4007 zur Standort-ID",
+            "Reseller-Nummer bei Ihnen",
+            "nothing to see here",
+            "",
+            "ID ID Kennung Tel. Partner ID",
+        ] {
+            assert_eq!(
+                keywords_alone(text),
+                keywords(text, &distractors(text)),
+                "{text:?}"
+            );
+        }
+        // The shortcut: a distractor alone removes nothing, so it is not looked for.
+        assert_eq!(keywords_alone("Kunden-Nr."), (Vec::new(), Vec::new()));
+        let (strong, weak) = keywords_alone("Tenant-ID");
+        assert!(
+            strong.is_empty() && weak.is_empty(),
+            "Tenant-ID is no keyword"
+        );
     }
 
     #[test]

@@ -554,9 +554,16 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let (clause, line_start) = backward_context(block, blanked, index, token.start);
     let after = forward_context(line, token.end);
 
-    // The ID keyword: nearest before the number, else right after it.
-    let clause_distractors = cues::distractors(&clause);
-    let (strong, weak) = cues::keywords(&clause, &clause_distractors);
+    // The ID keyword: nearest before the number, else right after it. A quoted
+    // number needs the distractors only to tell its keyword (see below).
+    let quoted = block.lines[index].source == Source::Quoted;
+    let (clause_distractors, (strong, weak)) = if quoted {
+        (Vec::new(), cues::keywords_alone(&clause))
+    } else {
+        let d = cues::distractors(&clause);
+        let k = cues::keywords(&clause, &d);
+        (d, k)
+    };
     let backward_kw = nearest(strong.iter().chain(weak.iter()).cloned().collect())
         .filter(|k| clause.len() - k.end <= KEYWORD_REACH);
     let mut strength = match &backward_kw {
@@ -566,7 +573,7 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     };
     let mut keyword = backward_kw.as_ref().map(|k| k.text.clone());
     if backward_kw.is_none() {
-        let (fs, fw) = cues::keywords(after, &cues::distractors(after));
+        let (fs, fw) = cues::keywords_alone(after);
         if let Some(k) = fs.first() {
             strength = Strength::Strong;
             keyword = Some(k.text.clone());
@@ -579,7 +586,7 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     // A quoted number loses whatever its words say (see `choose`): only its keyword
     // (shown to the operator, and in its score) is worth reading. Quoted history is
     // most of a reply's numbers, so this is most of the time triage spends here.
-    if block.lines[index].source == Source::Quoted {
+    if quoted {
         return found_at(block, index, line, token, keyword, strength);
     }
 

@@ -269,6 +269,24 @@ async fn trim_when_quiet(health: Arc<Health>, shutdown: CancellationToken) {
     }
 }
 
+/// Caps glibc's malloc arenas at one per core (at least two), before the daemon
+/// starts its threads. By default every thread that meets a busy arena gets one
+/// of its own, up to eight per core, and each keeps the memory it freed: after a
+/// 1,000-mail backlog the daemon peaked at 45 MB and idled at 34.5 MB; with two
+/// arenas 35 and 32 MB, in the same time (`bench/run.py`, `MALLOC_ARENA_MAX=2`).
+/// `MALLOC_ARENA_MAX` in the environment still decides when it is set.
+pub fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let arenas = cores.clamp(2, 64) as libc::c_int;
+        // SAFETY: mallopt only sets a parameter of the allocator, under its lock.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, arenas);
+        }
+    }
+}
+
 /// Hand what the allocator holds free back to the system.
 fn trim_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

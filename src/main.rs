@@ -273,6 +273,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     let config = load_config(&cli)?;
     match cli.command {
         Command::Run => {
+            mpnd::daemon::limit_malloc_arenas();
             let rt = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             rt.block_on(async {
                 let token = tokio_util::sync::CancellationToken::new();

@@ -247,6 +247,9 @@ async fn trim_when_quiet(health: Arc<Health>, shutdown: CancellationToken) {
             &h.gate_blocked,
             &h.gate_unknown,
             &h.gate_unauthorized,
+            &h.push_woke,
+            &h.push_ignored,
+            &h.push_unauthorized,
         ]
         .iter()
         .map(|c| c.load(Ordering::Relaxed))

@@ -16,7 +16,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use rusqlite::{params, OptionalExtension, Transaction};
 use serde::Serialize;
 
-use super::registry::reseller_for_mail;
+use super::registry::{reseller_for_mail, MailReseller};
 use super::{audit, Cached, Ctx, Store};
 use crate::mailbox::Destination;
 use crate::reply::{self, Kind};
@@ -615,7 +615,7 @@ fn follow_decision(tx: &Transaction<'_>, case_id: i64, t: &Triage, ctx: &Ctx<'_>
             start_update(tx, case_id, account, id, ctx)
         }
         (Decision::Reject, Some(account), _, Some(reason)) => {
-            let (_, locale, _) = reseller_for_mail(tx, account)?;
+            let locale = reseller_for_mail(tx, account)?.locale;
             let text = reply::reject_text(reason, &locale);
             queue_mail(tx, case_id, account, Kind::Rejected, &text, ctx)
         }
@@ -821,7 +821,12 @@ pub(super) fn queue_mail(
     reason: &str,
     ctx: &Ctx<'_>,
 ) -> Result<()> {
-    let (company, locale, contacts) = reseller_for_mail(tx, account)?;
+    let MailReseller {
+        company,
+        locale,
+        contacts,
+        domains,
+    } = reseller_for_mail(tx, account)?;
     // Only the headers of the stored triage: parsing all of it (every candidate's
     // evidence) for three fields was a measurable share of a backlog's CPU.
     let (sender, mpn_id, subject, original_id, references): (
@@ -836,11 +841,6 @@ pub(super) fn queue_mail(
          FROM cases WHERE id = ?1",
         [case_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-    )?;
-    let domains: String = tx.one(
-        "SELECT domains FROM resellers WHERE account = ?1",
-        [account],
-        |r| r.get(0),
     )?;
     let sender_domain = sender
         .rsplit_once('@')

@@ -159,7 +159,7 @@ impl Store {
         if state != "review" && state != "rejected" {
             bail!("case {case_id} is {state}: only a case in review (or rejected) can be approved");
         }
-        let (_, locale, _) = reseller_for_mail(&tx, account)?;
+        let locale = reseller_for_mail(&tx, account)?.locale;
         tx.exec(
             "UPDATE cases SET state = 'rejected', decision = 'reject', account = ?2, mpn_id = ?3,
              decided_by = ?4, updated_at = ?5, reasons = json_insert(reasons, '$[#]', ?6) WHERE id = ?1",

@@ -667,14 +667,27 @@ impl Store {
 }
 
 /// Loads what a confirmation needs about a reseller inside a transaction.
-pub(super) fn reseller_for_mail(
-    tx: &Transaction<'_>,
-    account: &str,
-) -> Result<(String, String, Vec<String>)> {
+/// What a confirmation needs of its reseller, in one read.
+pub(super) struct MailReseller {
+    pub company: String,
+    pub locale: String,
+    pub contacts: Vec<String>,
+    /// Registered mail domains, `;`-separated as stored.
+    pub domains: String,
+}
+
+pub(super) fn reseller_for_mail(tx: &Transaction<'_>, account: &str) -> Result<MailReseller> {
     tx.one(
-        "SELECT company, locale, contact_emails FROM resellers WHERE account = ?1",
+        "SELECT company, locale, contact_emails, domains FROM resellers WHERE account = ?1",
         [account],
-        |r| Ok((r.get(0)?, r.get(1)?, split_list(&r.get::<_, String>(2)?))),
+        |r| {
+            Ok(MailReseller {
+                company: r.get(0)?,
+                locale: r.get(1)?,
+                contacts: split_list(&r.get::<_, String>(2)?),
+                domains: r.get(3)?,
+            })
+        },
     )
     .with_context(|| format!("no reseller with account {account:?}"))
 }

@@ -25,7 +25,7 @@ use support::world::{Setup, World};
 
 #[path = "support/pc_fake.rs"]
 mod pc_fake;
-use pc_fake::{error_body, header_map, serve, PcFake, Scripted, Seen};
+use pc_fake::{error_body, header_map, serve, PcFake, Scripted, Seen, FIRST_REFRESH_TOKEN};
 
 const PLATFORM_TOKEN: &str = "platform-token-42";
 
@@ -179,6 +179,75 @@ async fn verify_valid_invalid_and_per_id_error() {
         6,
         "3 tries, then paused"
     );
+    fake.assert_clean();
+}
+
+/// The relationship check (app+user): the list is read with a token from the
+/// refresh-token grant, page after page with the continuation token each
+/// `links.next` names, and the refresh token Microsoft rotates is the one used next.
+#[tokio::test]
+async fn relationship_check_pages_with_continuation_tokens_and_rotates_the_refresh_token() {
+    let fake = PcFake::start();
+    {
+        let mut st = fake.lock();
+        st.user_expires_in = 1; // so the second check needs a new user token
+        st.relationships = [
+            ("1000001", "Active"),
+            ("1000002", "Active"),
+            ("1000003", "Pending"),
+            ("1000004", "Active"),
+            ("6284913", "Active"),
+        ]
+        .iter()
+        .map(|(m, s)| (m.to_string(), s.to_string()))
+        .collect();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let rt = dir.path().join("pc.refresh");
+    std::fs::write(&rt, format!("{FIRST_REFRESH_TOKEN}\n")).unwrap();
+    let b = pc_backend(
+        &fake,
+        dir.path(),
+        &format!(
+            "user_refresh_token_file = \"{}\"\ncheck_relationship = true\n",
+            rt.display()
+        ),
+    );
+
+    // On the third page.
+    let v = b.verify(&id("6284913")).await;
+    assert!(
+        matches!(&v, Verification::Valid { evidence } if evidence.contains("relationship active")),
+        "{v:?}"
+    );
+    let pages = fake.requests("GET", "/v1/relationships");
+    assert_eq!(pages.len(), 3, "three pages read");
+    assert_eq!(
+        pages
+            .iter()
+            .map(|p| p.headers.get("ms-continuationtoken").cloned())
+            .collect::<Vec<_>>(),
+        [None, Some("ct-1".to_string()), Some("ct-2".to_string())]
+    );
+
+    // The user token has expired: the next check refreshes with the rotated token.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    match b.verify(&id("1000003")).await {
+        Verification::Invalid {
+            code, description, ..
+        } => {
+            assert_eq!(code.as_deref(), Some("relationship"));
+            assert!(description.contains("Pending"), "{description}");
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    match b.verify(&id("7777777")).await {
+        Verification::Invalid { description, .. } => {
+            assert!(description.contains("not in our"), "{description}")
+        }
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    assert_eq!(fake.lock().refresh_grants, 2, "one refresh per user token");
     fake.assert_clean();
 }
 

@@ -75,6 +75,8 @@ struct Req<'a> {
     request_id: &'a str,
     correlation_id: &'a str,
     etag: Option<&'a str>,
+    /// `MS-ContinuationToken` for the next page of a collection.
+    continuation: Option<&'a str>,
     body: Option<&'a Value>,
 }
 
@@ -92,6 +94,7 @@ impl<'a> Req<'a> {
             request_id,
             correlation_id,
             etag: None,
+            continuation: None,
             body: None,
         }
     }
@@ -122,6 +125,7 @@ impl PartnerCenter {
             request_id,
             correlation_id,
             etag,
+            continuation,
             body,
         } = r;
         let source = match (user, &self.user) {
@@ -148,6 +152,9 @@ impl PartnerCenter {
                     .header("MS-CorrelationId", correlation_id);
                 if let Some(etag) = etag {
                     b = b.header("If-Match", etag);
+                }
+                if let Some(token) = continuation {
+                    b = b.header("MS-ContinuationToken", token);
                 }
                 if let Some(body) = body {
                     b = b.json(body);
@@ -265,12 +272,15 @@ impl PartnerCenter {
         Verification::Valid { evidence }
     }
 
-    /// The state of our indirect-reseller relationship with `id`, following pages.
+    /// The state of our indirect-reseller relationship with `id`, following pages:
+    /// each next page is asked for at `links.next.uri` with the headers `links.next`
+    /// names (Partner Center's `MS-ContinuationToken`).
     async fn relationship(&self, client: &Client, id: &MpnId) -> Result<Option<String>, String> {
         let mut url = format!(
             "{}/v1/relationships?relationship_type=IsIndirectCloudSolutionProviderOf",
             self.base
         );
+        let mut continuation: Option<String> = None;
         for page in 0..50 {
             let rid = request_id(&[
                 "relationships",
@@ -283,6 +293,7 @@ impl PartnerCenter {
                     client,
                     Req {
                         user: true,
+                        continuation: continuation.as_deref(),
                         ..Req::new(reqwest::Method::GET, &url, &rid, &rid)
                     },
                 )
@@ -305,7 +316,19 @@ impl PartnerCenter {
                     item["state"].as_str().unwrap_or("unknown").to_string(),
                 ));
             }
-            match v["links"]["next"]["uri"].as_str() {
+            let next = &v["links"]["next"];
+            continuation = next["headers"].as_array().and_then(|headers| {
+                headers
+                    .iter()
+                    .find(|h| {
+                        h["key"]
+                            .as_str()
+                            .is_some_and(|k| k.eq_ignore_ascii_case("MS-ContinuationToken"))
+                    })
+                    .and_then(|h| h["value"].as_str())
+                    .map(str::to_string)
+            });
+            match next["uri"].as_str() {
                 Some(next) if !next.is_empty() => {
                     url = if next.starts_with("http") {
                         next.to_string()

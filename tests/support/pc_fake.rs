@@ -24,6 +24,8 @@ use crate::support::world::corpus;
 
 pub const SECRET: &str = "s3cr3t-client-value";
 pub const CLIENT_ID: &str = "mpnd-test-client";
+/// The refresh token an operator would put in `user_refresh_token_file`.
+pub const FIRST_REFRESH_TOKEN: &str = "rt-1";
 
 /// One request as a fake saw it.
 #[derive(Clone, Debug)]
@@ -93,7 +95,22 @@ pub struct PcState {
     pub problems: Vec<String>,
     /// Errors answered while down or failing verifications, for the report.
     pub errors_served: usize,
+    /// The one refresh token the token endpoint accepts now. Each use rotates it
+    /// and retires the old one (stricter than Entra, so a client that keeps using
+    /// a spent token is caught).
+    pub refresh_token: String,
+    pub refresh_grants: usize,
+    /// Access tokens from the refresh-token grant (app+user), and their lifetime.
+    pub user_tokens: Vec<String>,
+    pub user_expires_in: u64,
+    /// Our indirect resellers as the relationship list holds them: (mpnId, state).
+    pub relationships: Vec<(String, String)>,
+    /// Continuation tokens handed out with `links.next`, in order.
+    pub continuations: Vec<String>,
 }
+
+/// Items per page of the relationship list, small so tests cross pages.
+const RELATIONSHIP_PAGE: usize = 2;
 
 #[derive(Clone)]
 pub struct PcFake {
@@ -130,7 +147,11 @@ pub fn serve(app: axum::Router) -> String {
 
 impl PcFake {
     pub fn start() -> PcFake {
-        let state = Arc::new(Mutex::new(PcState::default()));
+        let state = Arc::new(Mutex::new(PcState {
+            refresh_token: FIRST_REFRESH_TOKEN.into(),
+            user_expires_in: 3600,
+            ..PcState::default()
+        }));
         let s = state.clone();
         let app = axum::Router::new().fallback(move |m: Method, u: Uri, h: HeaderMap, b: Bytes| {
             let s = s.clone();
@@ -262,12 +283,37 @@ async fn handle(
     if path.ends_with("/oauth2/v2.0/token") {
         let form: HashMap<String, String> = url_form(&body);
         let mut st = state.lock().unwrap();
-        let ok = method == Method::POST
-            && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        let client_ok = method == Method::POST
             && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
             && form.get("client_secret").map(String::as_str) == Some(SECRET)
             && form.get("scope").map(String::as_str)
                 == Some("https://api.partnercenter.microsoft.com/.default");
+        if form.get("grant_type").map(String::as_str) == Some("refresh_token") {
+            if !client_ok || form.get("refresh_token") != Some(&st.refresh_token) {
+                let problem = format!(
+                    "bad refresh-token grant (refresh token {:?}, current {:?})",
+                    form.get("refresh_token"),
+                    st.refresh_token
+                );
+                st.problems.push(problem);
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(json!({"error": "invalid_grant"})),
+                )
+                    .into_response();
+            }
+            st.refresh_grants += 1;
+            st.refresh_token = format!("rt-{}", st.refresh_grants + 1);
+            let token = format!("utok-{}", st.refresh_grants);
+            st.user_tokens.push(token.clone());
+            return axum::Json(json!({
+                "token_type": "Bearer", "expires_in": st.user_expires_in,
+                "access_token": token, "refresh_token": st.refresh_token,
+            }))
+            .into_response();
+        }
+        let ok =
+            client_ok && form.get("grant_type").map(String::as_str) == Some("client_credentials");
         if !ok {
             st.problems.push(format!("bad token request: {form:?}"));
             return (
@@ -297,7 +343,7 @@ async fn handle(
         let auth_ok = h
             .get("authorization")
             .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| st.tokens.iter().any(|x| x == t));
+            .is_some_and(|t| st.tokens.iter().chain(&st.user_tokens).any(|x| x == t));
         if !auth_ok {
             st.problems
                 .push(format!("{method} {path}: no valid bearer token"));
@@ -351,6 +397,11 @@ async fn handle(
             return r;
         }
         // status 0: only the side effect (bump, delay); answer normally.
+    }
+
+    if path == "/v1/relationships" && method == Method::GET {
+        let mut st = state.lock().unwrap();
+        return relationships(&mut st, uri.query().unwrap_or(""), &h);
     }
 
     if path == "/v1/partners/validateresellers" && method == Method::POST {
@@ -485,4 +536,81 @@ fn url_form(body: &[u8]) -> HashMap<String, String> {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
         .collect()
+}
+
+/// `GET /v1/relationships`: app+user only; pages of [`RELATIONSHIP_PAGE`] items, each
+/// next page asked for with `seekOperation=Next` and the `MS-ContinuationToken`
+/// header that `links.next` named, as Partner Center pages its collections.
+fn relationships(st: &mut PcState, query: &str, h: &HashMap<String, String>) -> Response {
+    let token = h
+        .get("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if !st.user_tokens.iter().any(|t| t == token) {
+        st.problems
+            .push("GET /v1/relationships without an app+user token".into());
+        return (
+            StatusCode::FORBIDDEN,
+            axum::Json(error_body(json!(600008), "app+user credentials required")),
+        )
+            .into_response();
+    }
+    if !query
+        .split('&')
+        .any(|p| p == "relationship_type=IsIndirectCloudSolutionProviderOf")
+    {
+        st.problems.push(format!(
+            "GET /v1/relationships?{query}: wrong relationship_type"
+        ));
+    }
+    let page = if query.split('&').any(|p| p == "seekOperation=Next") {
+        let given = h.get("ms-continuationtoken").cloned().unwrap_or_default();
+        match st.continuations.iter().position(|c| *c == given) {
+            Some(i) => i + 1,
+            None => {
+                st.problems.push(format!(
+                    "GET /v1/relationships next page with continuation token {given:?}"
+                ));
+                return (
+                    StatusCode::BAD_REQUEST,
+                    axum::Json(error_body(json!(400), "invalid continuation token")),
+                )
+                    .into_response();
+            }
+        }
+    } else {
+        0
+    };
+    let items: Vec<Value> = st
+        .relationships
+        .iter()
+        .skip(page * RELATIONSHIP_PAGE)
+        .take(RELATIONSHIP_PAGE)
+        .enumerate()
+        .map(|(i, (mpn, state))| {
+            json!({
+                "id": format!("00000000-0000-0000-0000-{:012}", page * RELATIONSHIP_PAGE + i),
+                "name": format!("Reseller {mpn}"), "mpnId": mpn, "location": "DE",
+                "state": state, "relationshipType": "IsIndirectCloudSolutionProviderOf",
+                "attributes": {"objectType": "PartnerRelationship"}
+            })
+        })
+        .collect();
+    let mut reply = json!({
+        "totalCount": st.relationships.len(), "items": items,
+        "attributes": {"objectType": "Collection"}
+    });
+    if (page + 1) * RELATIONSHIP_PAGE < st.relationships.len() {
+        // One token per page, handed out once however often the page is read.
+        if st.continuations.len() <= page {
+            let next = format!("ct-{}", page + 1);
+            st.continuations.push(next);
+        }
+        reply["links"] = json!({"next": {
+            "uri": "/v1/relationships?relationship_type=IsIndirectCloudSolutionProviderOf&seekOperation=Next",
+            "method": "GET",
+            "headers": [{"key": "MS-ContinuationToken", "value": st.continuations[page]}]
+        }});
+    }
+    axum::Json(reply).into_response()
 }

@@ -165,6 +165,9 @@ pub struct PartnerCenterConfig {
     /// App+user refresh token (MFA-backed): with it the relationship list is checked
     /// too, when `check_relationship` is on.
     pub user_refresh_token: Option<Secret>,
+    /// Where the newest refresh token Microsoft rotated to is kept across restarts
+    /// (`<state_dir>/partner-center.refresh-token`, mode 0600).
+    pub refresh_token_store: PathBuf,
     pub check_relationship: bool,
 }
 
@@ -650,7 +653,7 @@ impl Checker {
             }
         }
         if let Some(b) = raw.backend {
-            config.backend = self.backend(b);
+            config.backend = self.backend(b, &state_dir);
         }
         Some(config)
     }
@@ -832,7 +835,7 @@ impl Checker {
         }
     }
 
-    fn backend(&mut self, b: RawBackend) -> BackendConfig {
+    fn backend(&mut self, b: RawBackend, state_dir: &Path) -> BackendConfig {
         let kind = match b.kind.as_deref().unwrap_or("manual") {
             "manual" => BackendKind::Manual,
             "http" => BackendKind::Http,
@@ -973,6 +976,7 @@ impl Checker {
                     scope,
                     resource,
                     user_refresh_token,
+                    refresh_token_store: state_dir.join("partner-center.refresh-token"),
                     check_relationship,
                 });
             }

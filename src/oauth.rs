@@ -12,11 +12,13 @@
 //! The client secret and the tokens never appear in `Debug` output, logs or errors.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context as _};
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
 /// Refresh this long before the token expires, unless the token lives so short that
 /// a tenth of its lifetime is less (test endpoints and some proxies hand out
@@ -41,8 +43,10 @@ pub struct TokenSource {
     /// Exchange Online; ("resource", …) for Entra's v1 endpoint.
     audience: (&'static str, String),
     /// `Some` for the refresh-token grant (app+user). Entra may rotate it with every
-    /// use, so the newest is kept (in memory only: the file is the operator's).
+    /// use, so the newest is kept: here, and in `refresh_store` when there is one
+    /// (the configured file is the operator's and may be read-only).
     refresh_token: Option<Mutex<String>>,
+    refresh_store: Option<RefreshTokenStore>,
     http: reqwest::Client,
     /// The last token and when to stop using it. A std mutex: it is held only to
     /// read or replace the value, never across an await.
@@ -106,6 +110,7 @@ impl TokenSource {
             client_secret,
             audience: ("scope", scope),
             refresh_token: None,
+            refresh_store: None,
             http,
             cached: Mutex::new(None),
             refresh: tokio::sync::Mutex::new(()),
@@ -121,6 +126,18 @@ impl TokenSource {
     /// Uses the refresh-token grant (app+user) instead of client credentials.
     pub fn with_refresh_token(mut self, refresh_token: String) -> Self {
         self.refresh_token = Some(Mutex::new(refresh_token));
+        self
+    }
+
+    /// Keeps rotated refresh tokens in `store` and starts from the one kept there,
+    /// when it descends from the configured token (see [`RefreshTokenStore`]).
+    pub fn with_refresh_token_store(mut self, store: RefreshTokenStore) -> Self {
+        if let Some(m) = &self.refresh_token {
+            if let Some(kept) = store.load() {
+                *m.lock().unwrap_or_else(|p| p.into_inner()) = kept;
+            }
+        }
+        self.refresh_store = Some(store);
         self
     }
 
@@ -221,6 +238,15 @@ impl TokenSource {
             ));
         }
         if let (Some(m), Some(new)) = (&self.refresh_token, reply.refresh_token) {
+            if let Some(store) = &self.refresh_store {
+                if let Err(e) = store.save(&new) {
+                    tracing::warn!(
+                        path = %store.path.display(),
+                        "cannot keep the rotated refresh token ({e}); after a restart the \
+                         configured one is used again"
+                    );
+                }
+            }
             *m.lock().unwrap_or_else(|p| p.into_inner()) = new;
         }
         // Without expires_in (it is only RECOMMENDED) assume the usual hour.
@@ -230,6 +256,72 @@ impl TokenSource {
             .and_then(NumberOrString::seconds)
             .unwrap_or(3600);
         Ok((reply.access_token, Duration::from_secs(secs)))
+    }
+}
+
+/// A file that keeps the newest refresh token across restarts, beside the SHA-256
+/// of the configured token it descends from. A restart starts from the kept token
+/// while the configured one is unchanged (a refresh token ages out unless used; the
+/// one an operator configured months ago may no longer be accepted); once the
+/// operator configures a new token (a new consent), that one wins. Written whole
+/// through a temporary file and a rename, mode 0600. Holds a secret: never logged.
+pub struct RefreshTokenStore {
+    path: PathBuf,
+    /// `sha256:<hex>` of the configured token.
+    origin: String,
+}
+
+const STORE_HEADER: &str = "mpnd refresh token v1";
+
+impl RefreshTokenStore {
+    /// The store at `path` for the refresh token configured as `configured`.
+    pub fn new(path: PathBuf, configured: &str) -> Self {
+        RefreshTokenStore {
+            path,
+            origin: format!("sha256:{:x}", Sha256::digest(configured.as_bytes())),
+        }
+    }
+
+    /// The kept token, when it descends from the configured one.
+    fn load(&self) -> Option<String> {
+        let text = match std::fs::read_to_string(&self.path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+            Err(e) => {
+                tracing::warn!(path = %self.path.display(), "cannot read the kept refresh token ({e}); using the configured one");
+                return None;
+            }
+        };
+        let mut lines = text.lines();
+        let (Some(STORE_HEADER), Some(origin), Some(token)) =
+            (lines.next(), lines.next(), lines.next())
+        else {
+            tracing::warn!(path = %self.path.display(), "the kept refresh token file is not in mpnd's format; using the configured token");
+            return None;
+        };
+        if origin.strip_prefix("origin ") != Some(self.origin.as_str()) {
+            tracing::info!(path = %self.path.display(), "the configured refresh token changed since the kept one: using the configured one");
+            return None;
+        }
+        (!token.is_empty()).then(|| token.to_string())
+    }
+
+    fn save(&self, token: &str) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = self.path.with_extension("tmp");
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        writeln!(f, "{STORE_HEADER}\norigin {}\n{token}", self.origin)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
     }
 }
 

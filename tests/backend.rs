@@ -249,6 +249,44 @@ async fn relationship_check_pages_with_continuation_tokens_and_rotates_the_refre
     }
     assert_eq!(fake.lock().refresh_grants, 2, "one refresh per user token");
     fake.assert_clean();
+
+    // A restart: the configured token was spent long ago (the fake refuses it);
+    // the one Microsoft rotated to last was kept in the state dir, mode 0600.
+    let kept = dir.path().join("var/partner-center.refresh-token");
+    let text = std::fs::read_to_string(&kept).unwrap();
+    assert!(text.ends_with("\nrt-3\n"), "{text}");
+    assert!(
+        !text.contains(FIRST_REFRESH_TOKEN),
+        "only a hash of the configured one"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&kept).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    drop(b);
+    let config = || {
+        format!(
+            "user_refresh_token_file = \"{}\"\ncheck_relationship = true\n",
+            rt.display()
+        )
+    };
+    let b = pc_backend(&fake, dir.path(), &config());
+    let v = b.verify(&id("1000001")).await;
+    assert!(matches!(v, Verification::Valid { .. }), "{v:?}");
+    assert_eq!(fake.lock().refresh_grants, 3);
+    fake.assert_clean();
+
+    // The operator consents again and configures the new token: it wins over the
+    // kept one, which descends from the old configuration.
+    drop(b);
+    fake.lock().refresh_token = "rt-fresh-consent".into();
+    std::fs::write(&rt, "rt-fresh-consent\n").unwrap();
+    let b = pc_backend(&fake, dir.path(), &config());
+    let v = b.verify(&id("1000002")).await;
+    assert!(matches!(v, Verification::Valid { .. }), "{v:?}");
+    assert_eq!(fake.lock().refresh_grants, 4);
+    fake.assert_clean();
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 //! `[backend]` settings into them.
 
 use crate::config::PartnerCenterConfig;
-use crate::oauth::TokenSource;
+use crate::oauth::{RefreshTokenStore, TokenSource};
 
 const DEFAULT_SCOPE: &str = "https://api.partnercenter.microsoft.com/.default";
 
@@ -26,9 +26,15 @@ pub fn app(cfg: &PartnerCenterConfig) -> TokenSource {
     build(cfg)
 }
 
-/// The app+user source, when a refresh token is configured.
+/// The app+user source, when a refresh token is configured; the tokens Microsoft
+/// rotates to are kept in the state dir for the next start.
 pub fn user(cfg: &PartnerCenterConfig) -> Option<TokenSource> {
-    cfg.user_refresh_token
-        .as_ref()
-        .map(|t| build(cfg).with_refresh_token(t.expose().to_string()))
+    cfg.user_refresh_token.as_ref().map(|t| {
+        build(cfg)
+            .with_refresh_token(t.expose().to_string())
+            .with_refresh_token_store(RefreshTokenStore::new(
+                cfg.refresh_token_store.clone(),
+                t.expose(),
+            ))
+    })
 }

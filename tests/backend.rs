@@ -205,14 +205,11 @@ async fn relationship_check_pages_with_continuation_tokens_and_rotates_the_refre
     let dir = tempfile::tempdir().unwrap();
     let rt = dir.path().join("pc.refresh");
     std::fs::write(&rt, format!("{FIRST_REFRESH_TOKEN}\n")).unwrap();
-    let b = pc_backend(
-        &fake,
-        dir.path(),
-        &format!(
-            "user_refresh_token_file = \"{}\"\ncheck_relationship = true\n",
-            rt.display()
-        ),
+    let config = format!(
+        "user_refresh_token_file = \"{}\"\ncheck_relationship = true\n",
+        rt.display()
     );
+    let b = pc_backend(&fake, dir.path(), &config);
 
     // On the third page.
     let v = b.verify(&id("6284913")).await;
@@ -265,13 +262,7 @@ async fn relationship_check_pages_with_continuation_tokens_and_rotates_the_refre
         0o600
     );
     drop(b);
-    let config = || {
-        format!(
-            "user_refresh_token_file = \"{}\"\ncheck_relationship = true\n",
-            rt.display()
-        )
-    };
-    let b = pc_backend(&fake, dir.path(), &config());
+    let b = pc_backend(&fake, dir.path(), &config);
     let v = b.verify(&id("1000001")).await;
     assert!(matches!(v, Verification::Valid { .. }), "{v:?}");
     assert_eq!(fake.lock().refresh_grants, 3);
@@ -282,7 +273,7 @@ async fn relationship_check_pages_with_continuation_tokens_and_rotates_the_refre
     drop(b);
     fake.lock().refresh_token = "rt-fresh-consent".into();
     std::fs::write(&rt, "rt-fresh-consent\n").unwrap();
-    let b = pc_backend(&fake, dir.path(), &config());
+    let b = pc_backend(&fake, dir.path(), &config);
     let v = b.verify(&id("1000002")).await;
     assert!(matches!(v, Verification::Valid { .. }), "{v:?}");
     assert_eq!(fake.lock().refresh_grants, 4);

@@ -666,7 +666,6 @@ impl Store {
     }
 }
 
-/// Loads what a confirmation needs about a reseller inside a transaction.
 /// What a confirmation needs of its reseller, in one read.
 pub(super) struct MailReseller {
     pub company: String,
@@ -676,6 +675,7 @@ pub(super) struct MailReseller {
     pub domains: String,
 }
 
+/// Loads what a confirmation needs about a reseller inside a transaction.
 pub(super) fn reseller_for_mail(tx: &Transaction<'_>, account: &str) -> Result<MailReseller> {
     tx.one(
         "SELECT company, locale, contact_emails, domains FROM resellers WHERE account = ?1",

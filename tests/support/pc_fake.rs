@@ -264,6 +264,12 @@ pub fn header_map(headers: &HeaderMap) -> HashMap<String, String> {
         .collect()
 }
 
+/// Records a request the real API would refuse, and refuses it.
+fn refuse(st: &mut PcState, problem: String, status: StatusCode, body: Value) -> Response {
+    st.problems.push(problem);
+    (status, axum::Json(body)).into_response()
+}
+
 pub fn error_body(code: Value, description: &str) -> Value {
     json!({"code": code, "description": description, "data": [], "source": "PartnerFD"})
 }
@@ -295,12 +301,12 @@ async fn handle(
                     form.get("refresh_token"),
                     st.refresh_token
                 );
-                st.problems.push(problem);
-                return (
+                return refuse(
+                    &mut st,
+                    problem,
                     StatusCode::BAD_REQUEST,
-                    axum::Json(json!({"error": "invalid_grant"})),
-                )
-                    .into_response();
+                    json!({"error": "invalid_grant"}),
+                );
             }
             st.refresh_grants += 1;
             st.refresh_token = format!("rt-{}", st.refresh_grants + 1);
@@ -315,12 +321,12 @@ async fn handle(
         let ok =
             client_ok && form.get("grant_type").map(String::as_str) == Some("client_credentials");
         if !ok {
-            st.problems.push(format!("bad token request: {form:?}"));
-            return (
+            return refuse(
+                &mut st,
+                format!("bad token request: {form:?}"),
                 StatusCode::UNAUTHORIZED,
-                axum::Json(json!({"error": "invalid_client"})),
-            )
-                .into_response();
+                json!({"error": "invalid_client"}),
+            );
         }
         let token = format!("tok-{}", st.tokens.len() + 1);
         st.tokens.push(token.clone());
@@ -482,14 +488,14 @@ async fn handle(
             let mut expect = current.clone();
             expect["partnerId"] = body_json["partnerId"].clone();
             if body_json != expect || !body_json["partnerId"].is_string() {
-                st.problems.push(format!(
-                    "PATCH {path}: body is not the resource with partnerId set: {body_json}"
-                ));
-                return (
+                return refuse(
+                    &mut st,
+                    format!(
+                        "PATCH {path}: body is not the resource with partnerId set: {body_json}"
+                    ),
                     StatusCode::BAD_REQUEST,
-                    axum::Json(error_body(json!(400), "bad body")),
-                )
-                    .into_response();
+                    error_body(json!(400), "bad body"),
+                );
             }
             st.etag_seq += 1;
             let mut next = body_json.clone();
@@ -547,13 +553,12 @@ fn relationships(st: &mut PcState, query: &str, h: &HashMap<String, String>) -> 
         .and_then(|a| a.strip_prefix("Bearer "))
         .unwrap_or("");
     if !st.user_tokens.iter().any(|t| t == token) {
-        st.problems
-            .push("GET /v1/relationships without an app+user token".into());
-        return (
+        return refuse(
+            st,
+            "GET /v1/relationships without an app+user token".into(),
             StatusCode::FORBIDDEN,
-            axum::Json(error_body(json!(600008), "app+user credentials required")),
-        )
-            .into_response();
+            error_body(json!(600008), "app+user credentials required"),
+        );
     }
     if !query
         .split('&')
@@ -568,14 +573,12 @@ fn relationships(st: &mut PcState, query: &str, h: &HashMap<String, String>) -> 
         match st.continuations.iter().position(|c| *c == given) {
             Some(i) => i + 1,
             None => {
-                st.problems.push(format!(
-                    "GET /v1/relationships next page with continuation token {given:?}"
-                ));
-                return (
+                return refuse(
+                    st,
+                    format!("GET /v1/relationships next page with continuation token {given:?}"),
                     StatusCode::BAD_REQUEST,
-                    axum::Json(error_body(json!(400), "invalid continuation token")),
-                )
-                    .into_response();
+                    error_body(json!(400), "invalid continuation token"),
+                );
             }
         }
     } else {

@@ -3,6 +3,7 @@
 #
 #   bench/run.sh                      # N = 1000 and 10000, every phase (~10 min)
 #   N=1000 bench/run.sh               # one backlog size
+#   REPEAT=5 N=1000 bench/run.sh      # runs per client (default 3 up to N=2000, else 1)
 #   PHASES=latency,gate bench/run.sh  # some phases: backlog,latency,gate,idle,triage
 #   BENCH_MAILBOX_EXTRA="batch_size = 200" bench/run.sh  # try [mailbox] settings
 #   bench/run.sh --help               # every option of bench/run.py
@@ -14,7 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$(id -u)" -ne 0 ]; then
-    exec sudo --preserve-env=N,PHASES,BENCH_MAILBOX_EXTRA "$0" "$@"
+    exec sudo --preserve-env=N,PHASES,REPEAT,BENCH_MAILBOX_EXTRA "$0" "$@"
 fi
 
 scripts/test-deps.sh

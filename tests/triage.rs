@@ -201,6 +201,14 @@ fn red_team_c_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-c", 45, KNOWN_FIXTURE_C_MISSES);
 }
 
+/// The fourth round (`tests/fixtures/triage-d/`): 45 mails of every corpus category,
+/// written blind (by an author who read only the corpus and its README, not the
+/// engine), measured before any change, run against [`KNOWN_FIXTURE_D_MISSES`].
+#[test]
+fn red_team_d_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-d", 45, KNOWN_FIXTURE_D_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -289,6 +297,9 @@ const KNOWN_FIXTURE_B_MISSES: &[&str] = &[
 
 /// Third-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_C_MISSES: &[&str] = &[];
+
+/// Fourth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_D_MISSES: &[&str] = &[];
 
 #[test]
 fn reseller_corpus_rejects_name_the_reseller() {
@@ -786,6 +797,79 @@ fn quoting_and_history() {
         (
             "reply subject carries our ID",
             msg(DE, "AW: Ihre MPN-ID 4412987 wurde widerrufen", "Wir kümmern uns darum und melden uns.\n\nGruß Falk").build(),
+            none(),
+        ),
+    ]);
+}
+
+/// Round D (blind fixtures): what the author writes into a reply's subject, numbers
+/// offered as alternatives, a place word under "which one?", "für mein Konto:".
+#[test]
+fn edited_subjects_alternatives_and_owners() {
+    let notice = "\n\nVon: Cloud Team <cloud@mpnd-dist.example>\nGesendet: Montag\nAn: Falk\nBetreff: Neue MPN-ID erforderlich\n\nIhre MPN-ID 4412987 ist ungültig. Bitte senden Sie die neue (z. B. 1234567).\n";
+    let notice_en = "\n\nFrom: Cloud Team <cloud@mpnd-dist.example>\nSent: Monday\nTo: Olivia Green\nSubject: Your MPN ID 5520413 is revoked\n\nYour MPN ID 5520413 is no longer valid. Please send the new one (e.g. 1234567).\n";
+    run_cases(vec![
+        // A reply's subject the author extended or rewrote is the author's text.
+        (
+            "reply subject extended by the author",
+            msg(DE, "AW: Neue MPN-ID erforderlich - unsere ist 6831250", &format!("siehe Betreff.{notice}")).build(),
+            apply("6831250"),
+        ),
+        (
+            "reply subject rewritten by the author",
+            msg(EN, "RE: New location ID 7245560", &format!("See subject.{notice_en}")).build(),
+            apply("7245560"),
+        ),
+        // … but a number our subject or our mail already had is not the author's.
+        (
+            "reply subject only repeats ours",
+            msg(EN, "RE: Your MPN ID 5520413 is revoked", &format!("We are on it.{notice_en}")).build(),
+            none(),
+        ),
+        (
+            "reply subject tagged, our number in it",
+            msg(EN, "RE: [EXT] Your MPN ID 5520413 is revoked", &format!("We are on it.{notice_en}")).build(),
+            none(),
+        ),
+        (
+            "reply subject repeats the example",
+            msg(DE, "AW: Neue MPN-ID erforderlich (1234567?)", &format!("Was genau brauchen Sie?{notice}")).build(),
+            none(),
+        ),
+        // Without the quoted header block a reply's subject stays ours.
+        (
+            "reply subject without a quoted header",
+            msg(DE, "AW: Ihre MPN-ID 4412987 wurde widerrufen", "Wir kümmern uns darum.\n\nGruß Falk").build(),
+            none(),
+        ),
+        // Two numbers offered as alternatives: neither is stated.
+        (
+            "oder, laut Kollegen",
+            msg(DE, "Partner-ID", "unsere neue Partner-ID ist die 6831251 – oder, laut meinem Kollegen, die 6831215. Können Sie das prüfen?").build(),
+            ambiguous(),
+        ),
+        ("x or y", msg(EN, "New ID", "Our new location ID is 7245561 or 7245516, I will confirm tomorrow.").build(), ambiguous()),
+        ("bzw.", msg(DE, "Neue ID", "Neue MPN-ID: 6831252 bzw. 6831225").build(), ambiguous()),
+        // … but not when the other is no candidate.
+        ("ticket or id", msg(EN, "New ID", "Re ticket 7702145 or our new Partner ID 7245562: please update.").build(), apply("7245562")),
+        ("old or new", msg(DE, "Neue ID", "Nicht mehr die alte 4412987 oder irgendeine andere: die neue MPN-ID ist 6831253.").build(), apply("6831253")),
+        // "Which one?": a place word (head office) is no global-account statement.
+        (
+            "two locations, which one",
+            msg(EN, "Two location IDs", "We now have two location IDs:\n\nManchester (head office): 7245563\nLeeds: 7245564\n\nNot sure which one should be linked to our account.").build(),
+            ambiguous(),
+        ),
+        (
+            "pga and pla named, which one",
+            msg(DE, "IDs", "PGA: 6831254\nPLA: 6831255\nWelche davon brauchen Sie?").build(),
+            apply("6831255"),
+        ),
+        // "für mein Konto:" names the owner of the ID, not the number.
+        ("für mein Konto:", msg(DE, "neue MPN-ID", "Neue MPN-ID für mein Konto: 6831256\n\nBitte umstellen.").build(), apply("6831256")),
+        ("for our account:", msg(EN, "new ID", "New Partner ID for our account: 7245565").build(), apply("7245565")),
+        (
+            "für unser Konto <number>",
+            msg(DE, "neue MPN-ID", "Bitte die neue MPN-ID für unser Konto 40078125 eintragen, sie kommt morgen.").build(),
             none(),
         ),
     ]);

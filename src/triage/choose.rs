@@ -19,6 +19,7 @@
 
 use std::collections::BTreeSet;
 
+use super::cues;
 use super::extract::{Found, Role, Shape, Strength, Temporal};
 use super::segment::Source;
 use super::{Candidate, MpnId, Outcome};
@@ -67,7 +68,10 @@ pub(crate) fn choose(
     location_pending: bool,
     asks_which: bool,
 ) -> Choice {
-    let mut ranked: Vec<Ranked> = found.into_iter().map(|f| rank(f, about_ids)).collect();
+    let mut ranked: Vec<Ranked> = found
+        .into_iter()
+        .map(|f| rank(f, about_ids, asks_which))
+        .collect();
     disqualify_everywhere(&mut ranked);
     supersede_corrected(&mut ranked);
     if !asks_which {
@@ -104,7 +108,7 @@ pub(crate) fn choose(
         .map(|r| r.found.id.clone())
         .collect();
     let top = if best.2 <= 1 && eligible.len() > 1 {
-        eligible
+        eligible.clone()
     } else {
         top
     };
@@ -127,6 +131,18 @@ pub(crate) fn choose(
         }
     } else {
         top
+    };
+    // "X – oder, laut meinem Kollegen, Y": two numbers offered as alternatives are
+    // both in question, however either is named.
+    let top = match top.iter().next() {
+        Some(w) if top.len() == 1 => ranked
+            .iter()
+            .filter(|r| r.loss.is_none())
+            .filter_map(|r| Some((r.found.id.as_str(), r.found.alternative_to.as_deref()?)))
+            .find(|(id, other)| id != other && eligible.contains(*other) && (id == w || other == w))
+            .map(|(id, other)| BTreeSet::from([id.to_string(), other.to_string()]))
+            .unwrap_or(top),
+        _ => top,
     };
     if top.len() > 1 {
         let list = top.iter().cloned().collect::<Vec<_>>().join(", ");
@@ -209,7 +225,13 @@ fn explain_none(ranked: &[Ranked]) -> String {
     }
 }
 
-fn rank(found: Found, about_ids: bool) -> Ranked {
+fn rank(mut found: Found, about_ids: bool, asks_which: bool) -> Ranked {
+    // The author asks which number we need: a global-account word beside a number is
+    // then a guess or a place ("Manchester (head office): 7519064" under "two
+    // location IDs"), and only the number's own keyword names its role.
+    if asks_which && found.role == Role::Pga {
+        found.role = found.keyword.as_deref().map_or(Role::Unsaid, keyword_role);
+    }
     let label = match (found.strength, found.temporal, found.role) {
         (Strength::Strong, Temporal::New, _) | (Strength::Strong, _, Role::Pla) => 3,
         // Called new by the author ("Our new ID: 7294418") weighs like a full name
@@ -242,6 +264,17 @@ fn rank(found: Found, about_ids: bool) -> Ranked {
         loss,
         label,
         location,
+    }
+}
+
+/// The role an ID keyword itself names: "PGA", "Standort-ID", or neither ("MPN-ID").
+fn keyword_role(keyword: &str) -> Role {
+    if !cues::pga_words(keyword).is_empty() {
+        Role::Pga
+    } else if !cues::pla_words(keyword).is_empty() {
+        Role::Pla
+    } else {
+        Role::Unsaid
     }
 }
 
@@ -425,6 +458,7 @@ mod tests {
             alone: false,
             disowned: None,
             correction: false,
+            alternative_to: None,
         }
     }
 

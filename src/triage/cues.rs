@@ -348,6 +348,35 @@ static ASKS_WHICH: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// "für mein" / "for our" right before a distractor word: the thing the ID belongs
+/// to ("Neue MPN-ID für mein Konto: 6021947"), not a label of the number.
+static FOR_OWN: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:für|fuer|for)\s+(?:mein\w*|unser\w*|our|my|the|das|den|dem|die|ihr\w*|your|this|diese[mns]?)\s*$",
+    )
+});
+/// Nothing but a colon or "lautet"/"is" between a label and its value.
+static VALUE_FOLLOWS: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)^\s*(?::|=|lautet|ist|is)\s*$"));
+
+/// Whether a distractor word names what the ID is for rather than the number: "für
+/// mein Konto:" right before the value. Without the colon ("für unser Konto
+/// 40078125") the number is the account's and the word labels it.
+pub(crate) fn is_what_the_value_is_for(before: &str, after: &str) -> bool {
+    FOR_OWN.is_match(before) && VALUE_FOLLOWS.is_match(after)
+}
+
+/// A word between two numbers that offers the second as the alternative of the
+/// first: "6840157 – oder … 6840175", "7519064 or 7519071", "… bzw. …".
+static ALTERNATIVE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r"(?i)\b(?:oder|or|bzw|beziehungsweise|alternativ\w*|alternatively)\b")
+});
+
+/// Whether the text between two numbers offers the second as an alternative.
+pub(crate) fn offers_alternative(between: &str) -> bool {
+    ALTERNATIVE.is_match(between)
+}
+
 fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
     re.find_iter(text)
         .map(|m| Cue {

@@ -9,7 +9,7 @@ use super::classify::{automated, recall};
 use super::decide::{decide, sender_accounts};
 use super::extract::{asks_which, find, location_pending, mail_is_about_ids};
 use super::parse::{parse, Parsed};
-use super::segment::{segment, subject_source, Own, Source};
+use super::segment::{edited_reply_subject, segment, subject_source, Own, Source};
 use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
 
 /// Triage one raw message (RFC 5322 bytes) against the registry and policy.
@@ -63,6 +63,15 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
     let about_ids = mail_is_about_ids(subject, &blocks);
     let pending = location_pending(subject, &blocks);
     let which = asks_which(subject, &blocks);
+    // A reply's subject is ours unless the author wrote into it.
+    let edited = match subject_src {
+        Source::Quoted => edited_reply_subject(subject, &blocks),
+        _ => None,
+    };
+    let (subject, subject_src) = match &edited {
+        Some(s) => (s.as_str(), Source::Subject),
+        None => (subject, subject_src),
+    };
     let choice = choose(
         find(subject, subject_src, &blocks),
         about_ids,

@@ -76,6 +76,9 @@ pub(crate) struct Found {
     /// Introduced as the correction of an ID given before it ("P.S. typo above -
     /// it's …", "Zahlendreher! Richtig ist …"): it replaces every earlier one.
     pub correction: bool,
+    /// The number before it in the same sentence, when the two are offered as
+    /// alternatives ("die 6840157 – oder, laut meinem Kollegen, die 6840175").
+    pub alternative_to: Option<String>,
 }
 
 /// Most possible IDs examined per mail: a mail with more numbers is no reseller note.
@@ -545,6 +548,30 @@ fn last_number_end(s: &str) -> usize {
     0
 }
 
+/// The digits of the number that ends at `end` in `s`, its separators left out
+/// ("6 840 157" gives "6840157").
+fn digits_ending_at(s: &str, end: usize) -> String {
+    let b = &s.as_bytes()[..end];
+    let mut start = end;
+    while start > 0 {
+        let c = b[start - 1];
+        let separator = matches!(c, b' ' | b'.' | b'-')
+            && start >= 2
+            && b[start - 2].is_ascii_digit()
+            && b.get(start).is_some_and(u8::is_ascii_digit);
+        if c.is_ascii_digit() || separator {
+            start -= 1;
+        } else {
+            break;
+        }
+    }
+    b[start..]
+        .iter()
+        .filter(|c| c.is_ascii_digit())
+        .map(|&c| char::from(c))
+        .collect()
+}
+
 fn nearest(cues: Vec<Cue>) -> Option<Cue> {
     cues.into_iter().max_by_key(|c| c.end)
 }
@@ -596,6 +623,8 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         .filter(|d| backward_kw.as_ref().is_none_or(|k| d.end > k.end))
         // "für den neuen Mandanten <host> lautet 6830278": the label has its value.
         .filter(|d| !clause[d.end..].contains(BLANKED))
+        // "Neue MPN-ID für mein Konto: 6021947": the ID of the account, not its number.
+        .filter(|d| !cues::is_what_the_value_is_for(&clause[..d.start], &clause[d.end..]))
         .map(|d| d.text)
         .or_else(|| {
             if backward_kw.is_some() {
@@ -636,8 +665,8 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         temporal = Temporal::New;
     }
     let rest = &line[token.end + after.len()..];
+    let prev = last_number_end(&clause);
     let since_prev = {
-        let prev = last_number_end(&clause);
         let from = prev + cues::leading_note_len(&clause[prev..]);
         clause.get(from..).unwrap_or("")
     };
@@ -647,12 +676,17 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     let disowned =
         cues::disowned_before(since_prev, window).or_else(|| cues::disowned_after(after, asks));
 
+    let alternative_to = (prev > 0 && cues::offers_alternative(&clause[prev..]))
+        .then(|| digits_ending_at(&clause, prev))
+        .filter(|d| d.len() >= 6);
+
     Found {
         temporal,
         role,
         distractor,
         disowned,
         correction,
+        alternative_to,
         ..found_at(block, index, line, token, keyword, strength)
     }
 }
@@ -688,6 +722,7 @@ fn found_at(
         alone: stands_alone(line, token),
         disowned: None,
         correction: false,
+        alternative_to: None,
     }
 }
 

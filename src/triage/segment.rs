@@ -139,6 +139,76 @@ pub(crate) fn subject_source(subject: &str) -> Source {
     }
 }
 
+/// The subject line of a quoted header block ("Subject: …", "Betreff: …"), also
+/// behind '>' or in bold ("*Betreff:*").
+static QUOTED_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    regex(r"(?i)^[>\s]*\*?(?:subject|betreff|objet|onderwerp|asunto|oggetto)\s*:\*?\s*(.*\S)")
+});
+
+/// A reply's subject where the author wrote into it ("RE: <our subject> - ours is
+/// 7519064", or a new subject altogether), or `None` when it only repeats the
+/// subject of the mail it answers (then it is ours, see [`subject_source`]).
+///
+/// Only decidable when the quote keeps its header block: the subject of the
+/// answered mail is its first quoted "Subject:" line. The author's subject is then
+/// read as the author's, with every number that stands anywhere in the quote
+/// blanked out: a number repeated from our mail (its old ID, the example
+/// "1234567"), or the tail of a subject line the quote wrapped, is no statement of
+/// the author's.
+pub(crate) fn edited_reply_subject(subject: &str, blocks: &[Block]) -> Option<String> {
+    let quoted = || {
+        blocks
+            .iter()
+            .flat_map(|b| &b.lines)
+            .filter(|l| l.source == Source::Quoted)
+    };
+    let original = quoted().find_map(|l| {
+        QUOTED_SUBJECT
+            .captures(&l.text)
+            .and_then(|c| c.get(1))
+            .map(|m| m.as_str())
+    })?;
+    let words = |s: &str| {
+        s.split_whitespace()
+            .map(str::to_lowercase)
+            .collect::<Vec<_>>()
+    };
+    let mine = strip_subject_prefixes(subject);
+    if !mine.bytes().any(|b| b.is_ascii_digit())
+        || words(mine) == words(strip_subject_prefixes(original))
+    {
+        return None;
+    }
+    let in_quote: std::collections::HashSet<&str> = quoted()
+        .flat_map(|l| l.text.split(|c: char| !c.is_ascii_digit()))
+        .filter(|run| !run.is_empty())
+        .collect();
+    let mut out = String::with_capacity(mine.len());
+    let mut rest = mine;
+    while let Some(start) = rest.find(|c: char| c.is_ascii_digit()) {
+        out.push_str(&rest[..start]);
+        let run = &rest[start..];
+        let len = run.find(|c: char| !c.is_ascii_digit()).unwrap_or(run.len());
+        if in_quote.contains(&run[..len]) {
+            out.extend(std::iter::repeat_n(' ', len));
+        } else {
+            out.push_str(&run[..len]);
+        }
+        rest = &run[len..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The subject without its reply and forward prefixes ("AW: WG: Re[2]: …").
+fn strip_subject_prefixes(subject: &str) -> &str {
+    let mut s = subject.trim();
+    while let Some(m) = REPLY_PREFIX.find(s).or_else(|| FORWARD_PREFIX.find(s)) {
+        s = s[m.end()..].trim_start();
+    }
+    s
+}
+
 /// Our own addresses and their domains, lower-case, to recognise our own mails in
 /// forwarded or attached parts.
 pub(crate) struct Own {

@@ -318,14 +318,15 @@ fn loss_of(f: &Found, about_ids: bool, label: u8) -> Option<String> {
 }
 
 /// An ID the author calls old, negates, gives as an example or labels as another
-/// number loses in every other place of the mail too.
+/// number loses in every other place of the mail too. Except that a number stated
+/// as the new ID ("neue Standort-ID … lautet 7168342") keeps that standing where it
+/// also follows a loose label ("an den Subscriptions ausschließlich die 7168342"):
+/// only old, negated, example or disowned elsewhere cost it that.
 fn disqualify_everywhere(ranked: &mut [Ranked]) {
-    let bad: BTreeSet<String> = ranked
-        .iter()
-        .filter(|r| r.found.source != Source::Quoted)
+    let own = || ranked.iter().filter(|r| r.found.source != Source::Quoted);
+    let unsaid: BTreeSet<String> = own()
         .filter(|r| {
-            r.found.distractor.is_some()
-                || r.found.disowned.is_some()
+            r.found.disowned.is_some()
                 || matches!(
                     r.found.temporal,
                     Temporal::Old | Temporal::Negated | Temporal::Example
@@ -333,8 +334,15 @@ fn disqualify_everywhere(ranked: &mut [Ranked]) {
         })
         .map(|r| r.found.id.clone())
         .collect();
+    let labelled: BTreeSet<String> = own()
+        .filter(|r| r.found.distractor.is_some())
+        .map(|r| r.found.id.clone())
+        .collect();
     for r in ranked.iter_mut() {
-        if r.loss.is_none() && bad.contains(&r.found.id) {
+        let stated_new = r.found.strength == Strength::Strong && r.found.temporal == Temporal::New;
+        if r.loss.is_none()
+            && (unsaid.contains(&r.found.id) || (labelled.contains(&r.found.id) && !stated_new))
+        {
             r.loss = Some("called old or another number elsewhere in this mail".into());
         }
     }

@@ -609,6 +609,17 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
             keyword = Some(k.text.clone());
         }
     }
+    // An answer written between the lines of our mail, right below the line that
+    // asks for the new ID ("> 3. Senden Sie uns Ihre neue Standort-ID …" /
+    // "Gerne, hier ist sie: 7046283"), is named by that question.
+    let mut answers_for_new_id = false;
+    if keyword.is_none() && !quoted {
+        if let Some(k) = asked_for_new_id(block, blanked, index) {
+            strength = Strength::Strong;
+            keyword = Some(k);
+            answers_for_new_id = true;
+        }
+    }
 
     // A quoted number loses whatever its words say (see `choose`): only its keyword
     // (shown to the operator, and in its score) is worth reading. Quoted history is
@@ -639,6 +650,9 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     // number (and its parenthetical note) and not far before the keyword.
     let window = marker_window(&clause, line_start, backward_kw.as_ref());
     let mut temporal = temporal_of(window, after);
+    if answers_for_new_id && temporal == Temporal::Unsaid {
+        temporal = Temporal::New;
+    }
     // "X durch Y", "von X auf Y": a joint word alone between two numbers makes the
     // first the replaced one and the second its replacement.
     let next_is_number = starts_with_id_shape(&line[token.end + after.len()..]);
@@ -689,6 +703,29 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         alternative_to,
         ..found_at(block, index, line, token, keyword, strength)
     }
+}
+
+/// The ID keyword of the quoted line right above an answer of the author's (one
+/// blank line between at most), when that line asks for the new ID: a strong
+/// keyword and a word for "new" ("Senden Sie uns Ihre neue Standort-ID").
+fn asked_for_new_id(block: &Block, blanked: &[String], index: usize) -> Option<String> {
+    if block.lines[index].source != Source::Body {
+        return None;
+    }
+    let up = (0..index)
+        .rev()
+        .take(2)
+        .find(|&i| !blanked[i].trim().is_empty())?;
+    let line = &block.lines[up];
+    if line.source != Source::Quoted || !line.text.trim_start().starts_with('>') {
+        return None;
+    }
+    let question = &blanked[up];
+    if cues::new_words(question).is_empty() {
+        return None;
+    }
+    let (strong, _) = cues::keywords_alone(question);
+    strong.last().map(|k| k.text.clone())
 }
 
 /// The number itself, where it stands and how it is named; what its context says

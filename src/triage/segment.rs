@@ -257,6 +257,9 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
     let mut author_lines = 0usize;
     // The second line of an attribution wrapped over two lines.
     let mut attribution_tail = false;
+    // An attribution whose quote is marked line by line: the author may answer
+    // between its lines.
+    let mut answers_between = false;
     for i in 0..raw_lines.len() {
         let t = raw_lines[i].trim();
         let wrapped_attribution = std::mem::take(&mut attribution_tail);
@@ -290,7 +293,9 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
             // "On … wrote:" followed by '>' lines: the quote is marked line by line,
             // and the author may answer below it (interleaved or bottom-posted), so
             // only the '>' lines are quoted. Without '>' everything below is quoted.
-            if !prefix_quote_follows(&raw_lines, i) {
+            if prefix_quote_follows(&raw_lines, i) {
+                answers_between = true;
+            } else {
                 state = Source::Quoted;
             }
             attribution_tail = !t.ends_with(':');
@@ -319,6 +324,13 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
             }
             state
         };
+        // The author's closing above the quote ("Gruß, Ute") made the state the
+        // signature; an answer written between the quoted lines below it is the
+        // author's text again ("> 3. Senden Sie uns Ihre neue ID" / "Hier: …").
+        if answers_between && t.starts_with('>') && state == Source::Signature {
+            state = Source::Body;
+            author_lines = 0;
+        }
         forward_reach = forward_reach.saturating_sub(1);
         if source == Source::Body && !t.is_empty() {
             author_lines += 1;

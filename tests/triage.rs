@@ -218,6 +218,16 @@ fn red_team_e_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-e", 45, KNOWN_FIXTURE_E_MISSES);
 }
 
+/// The sixth round (`tests/fixtures/triage-f/`): 45 blind mails about the wording
+/// around the ID (passive German, non-native English, the ID before its label, next
+/// to dates, amounts and case numbers, split across HTML, bottom-posted), with hard
+/// negatives (customer, contract, invoice numbers; a customer's own ID), run
+/// against [`KNOWN_FIXTURE_F_MISSES`].
+#[test]
+fn red_team_f_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-f", 45, KNOWN_FIXTURE_F_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -312,6 +322,9 @@ const KNOWN_FIXTURE_D_MISSES: &[&str] = &[];
 
 /// Fifth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_E_MISSES: &[&str] = &[];
+
+/// Sixth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_F_MISSES: &[&str] = &[];
 
 #[test]
 fn reseller_corpus_rejects_name_the_reseller() {

@@ -90,7 +90,8 @@ static DISTRACTOR: LazyLock<Regex> = LazyLock::new(|| {
             kunden?\w* | kd\.?[\s-]*nr\.? | customer\w* | client\w* | debitor\w* | kreditor\w* | lieferant\w* | supplier\w* | vendor\w*
           | konto\w* | account[\s-]*(?:no\.?|number|\#) | antrag\w* | antrags\w* | application\w*
           | bestell\w* | order\w* | auftrag\w* | auftrags\w* | purchase | po | lieferschein\w* | lieferung\w* | delivery | sendung\w* | tracking
-          | angebot\w* | quote | quotation | vertrag\w* | vertrags\w* | contract\w* | subscription\w* | abonnement\w* | abo | lizenz\w* | licen[cs]e\w*
+          | angebot\w* | quote | quotation | vertrag\w* | vertrags\w* | contract\w*
+          | (?:rahmen|wartungs|service|händler|haendler|reseller|partner|liefer|miet|leasing|dienstleistungs|kauf|support|pflege)vertrag\w* | rahmenvereinbarung\w* | (?:framework|master|service|reseller)[\s-]+agreement | subscription\w* | abonnement\w* | abo | lizenz\w* | licen[cs]e\w*
           | serial | serien\w* | artikel\w* | sku | produkt\w* | product\w*
           | rechnung\w* | rechnungs\w* | invoice\w* | beleg\w* | gutschrift\w* | zahlung\w* | payment\w* | betrag | amount | eur | euro | usd | gbp | chf
           | ticket\w* | case | fallnummer | servicefall\w* | service[\s-]*(?:ticket|case) | vorgang\w* | vorgangs\w* | incident\w* | request\w* | anfrage\w* | support\w* | service[\s-]*request
@@ -179,7 +180,7 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
         r"(?ix)
         ^\s*(?:
             [:\-–]?\s*[\(\[]\s*(?:die\s+|the\s+)?(?:alt\w*|old|bisher\w*|vorher\w*|previous|former|ehemalig\w*|falsch\w*|wrong|ungültig\w*|invalid|revoked|gesperrt\w*)\b[^\)\]\d\n]{0,20}[\)\]]
-          | (?:ist|is|was|war|wurde|has\s+been|have\s+been|wird|will\s+be)\s+(?:(?:von|vom|by|durch|seitens|microsoft|leider|inzwischen|mittlerweile|bereits|schon|already|unfortunately|now|jetzt|nun|heute|today|gestern|yesterday|ab|sofort|zum|am)\s+){0,4}(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|widerrufen|entzogen|deaktiviert|deactivated|abgelaufen|expired|gekündigt|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
+          | (?:ist|is|was|war|wurde|has\s+been|have\s+been|wird|will\s+be)\s+(?:(?:von|vom|by|durch|seitens|microsoft|leider|inzwischen|mittlerweile|bereits|schon|already|unfortunately|now|jetzt|nun|heute|today|gestern|yesterday|ab|sofort|zum|am|seit|since|\d[\d./-]*|_+)\s+){0,5}(?:die\s+|the\s+|unsere\s+|our\s+|meine\s+|my\s+)?(?:alt\w*|old|bisherig\w*|previous|former|falsch\w*|wrong|ungültig\w*|invalid|gesperrt\w*|revoked|widerrufen|entzogen|deaktiviert|deactivated|abgelaufen|expired|gekündigt|ersetzt|replaced|nicht\s+mehr|no\s+longer)\b
           | (?:->|→|=>|-->)
           | (?:ersetzt\s+durch|replaced\s+(?:by|with))\b
           | [:\-–]?\s*(?:gesperrt|widerrufen|revoked|deaktiviert|deactivated|ungültig|invalid|abgelaufen|expired|entzogen)\b
@@ -250,16 +251,19 @@ static OTHER_PARTY: LazyLock<Regex> = LazyLock::new(|| {
         \b(?:schwester\w* | tochter\w* | mutter(?:gesellschaft|firma|konzern|unternehmen)\w* | konzernschwester\w*
            | sister[\s-]+(?:company|firm|business) | subsidiar\w* | affiliate\w* | parent[\s-]+company | group[\s-]+company
            | indirekte[rn]?[\s-]+(?:anbieter\w*|provider\w*) | indirect[\s-]+provider\w* | distribut\w* | distri\b | großhändler\w*
-           | (?:customer|kunde)\w*\b[^.!?\d]{0,60}\b(?:is|ist)\s+(?:selbst\s+|itself\s+|also\s+|auch\s+)*(?:a|ein)\s+(?:microsoft[\s-]+)?partner
+           | (?:customer|kunde)\w*\b[^.!?\d]{0,60}\b(?:is|ist)\s+(?:selbst\s+|itself\s+|also\s+|auch\s+)*(?:(?:a|ein)\s+)?(?:microsoft[\s-]+)?partner
+           | (?:seine[nmrs]?|ihre[nmrs]?|dessen|deren|his|her|its|their)\s+(?:eigene\w*|own)\s+(?:neue\w*\s+|new\s+)?(?:mpn|partner|pla|standort|location)
            | testweise | zu\s+test(?:zwecken|\s+zwecken) | for\s+testing | test[\s-]*(?:registrierung|tenant|mandant\w*|umgebung|account|konto|zugang|standort|registration|location|id)
            | (?:unser\w*|our|the|die|der|den)\s+test\b | sandbox | demo[\s-]*(?:tenant|mandant\w*|account|konto))\b",
     )
 });
 
 /// The author claiming a number as the sender's own: "we", "our", "unsere", "wir".
+/// "us"/"uns" alone is an object ("hat uns seine eigene MPN-ID weitergeleitet": the
+/// customer sent us its ID), only "für uns", "bei uns" claim.
 static OWN_CLAIM: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?i)\b(?:we|we've|we're|our|ours|us|wir|uns|unser|unsere|unserer|unseren|unserem|unseres)\b",
+        r"(?i)\b(?:we|we've|we're|our|ours|wir|unser|unsere|unserer|unseren|unserem|unseres)\b|\b(?:für|fuer|for|bei|with)\s+(?:uns|us)\b",
     )
 });
 
@@ -475,6 +479,55 @@ pub(crate) fn after_says_new(after: &str) -> bool {
     AFTER_NEW.is_match(after)
 }
 
+/// A statement about the number right before `text`, up to the end of its clause:
+/// "ist unsere neue PLA, ", "is our PGA (global account) and ", "ist seit Mai
+/// gesperrt, ". What it says belongs to that number, not to the next one.
+static PREDICATE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r"(?i)^\s*(?:ist|is|are|sind|war|was|wird|wurde|will\s+be|has\s+been)\b")
+});
+
+/// Length in bytes of [`PREDICATE`] at the start of `text` through the comma,
+/// semicolon or "und"/"and" that ends its clause; 0 when `text` holds no such
+/// statement or its clause does not end before the next number ("4417206 ist durch
+/// die neue Partner-ID 6409981 ersetzt" is one clause about both).
+pub(crate) fn predicate_len(text: &str) -> usize {
+    if !PREDICATE.is_match(text) {
+        return 0;
+    }
+    let mut end = text.find([',', ';']);
+    for joint in [" und ", " and ", " sowie ", " while ", " whereas "] {
+        if let Some(i) = text.find(joint) {
+            end = Some(end.map_or(i + joint.len() - 1, |e| e.min(i + joint.len() - 1)));
+        }
+    }
+    end.map_or(0, |e| e + 1)
+}
+
+/// The ID's name said after the number as its predicate: "7581036 ist unsere neue
+/// PLA", "7536110 is our PGA", "… is the location ID for Leeds".
+static POSTPOSED_LABEL: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)^\s*(?:ist|is|are|sind|wäre|would\s+be)\s+
+        (?:(?:die|der|das|the|unsere?\w*|our|my|meine?\w*|jetzt|nun|now|ab\s+sofort|künftig|neue\w*|new|richtig\w*|correct|aktuell\w*|current|eigentlich\w*|actual)\s+){0,4}",
+    )
+});
+
+/// The strong keyword of a [`POSTPOSED_LABEL`] right after a number, in `after`'s
+/// coordinates.
+pub(crate) fn postposed_keyword(after: &str) -> Option<Cue> {
+    let m = POSTPOSED_LABEL.find(after)?;
+    let (strong, _) = keywords_alone(&after[m.end()..]);
+    strong
+        .into_iter()
+        .next()
+        .filter(|k| k.start == 0)
+        .map(|k| Cue {
+            start: m.end() + k.start,
+            end: m.end() + k.end,
+            text: k.text,
+        })
+}
+
 /// The text of a parenthetical note right after a number, if any.
 pub(crate) fn after_note(after: &str) -> Option<&str> {
     AFTER_NOTE
@@ -615,6 +668,11 @@ mod tests {
         assert!(strong.is_empty());
         assert!(weak.is_empty(), "{:?}", texts(&weak));
         assert_eq!(texts(&distractors("Ihre Kundennummer")), ["Kundennummer"]);
+        // Compounds that end in "-vertrag" label a contract number.
+        assert_eq!(
+            texts(&distractors("Unser Rahmenvertrag Nr. ")),
+            ["Rahmenvertrag Nr"]
+        );
         assert_eq!(texts(&distractors("Bestellnr. 4")), ["Bestellnr"]);
     }
 

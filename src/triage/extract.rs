@@ -133,11 +133,13 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
             if line.text.bytes().filter(u8::is_ascii_digit).count() < 6 {
                 continue;
             }
-            for token in tokens(&blanked[index]) {
+            let line_tokens = tokens(&blanked[index]);
+            for (i, token) in line_tokens.iter().enumerate() {
                 if found.len() >= MAX_FOUND {
                     break;
                 }
-                let mut f = read_context(block, &blanked, index, &token);
+                let next = line_tokens.get(i + 1).map(|t| t.start);
+                let mut f = read_context(block, &blanked, index, token, next);
                 if n == 0 && subject_retracted && f.disowned.is_none() {
                     f.disowned = Some("the author says the subject is wrong");
                 }
@@ -528,6 +530,13 @@ fn forward_context(line: &str, end: usize) -> &str {
     &rest[..floor_boundary(rest, stop)]
 }
 
+/// The rest of the number's sentence like [`forward_context`], but past dates and
+/// counts, up to the next ID-shaped number (`next`).
+fn past_small_numbers(line: &str, end: usize, next: Option<usize>) -> &str {
+    let rest = &line[end..next.unwrap_or(line.len()).max(end)];
+    &rest[..floor_boundary(rest, sentence_end(rest).min(FORWARD_REACH))]
+}
+
 /// End offset of the last number (3+ digits) in `s`, 0 when there is none.
 fn last_number_end(s: &str) -> usize {
     let b = s.as_bytes();
@@ -576,7 +585,15 @@ fn nearest(cues: Vec<Cue>) -> Option<Cue> {
     cues.into_iter().max_by_key(|c| c.end)
 }
 
-fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) -> Found {
+/// What the line around `token` says of it; `next` is where the line's next ID-shaped
+/// number starts.
+fn read_context(
+    block: &Block,
+    blanked: &[String],
+    index: usize,
+    token: &Token,
+    next: Option<usize>,
+) -> Found {
     let line = &blanked[index];
     let (clause, line_start) = backward_context(block, blanked, index, token.start);
     let after = forward_context(line, token.end);
@@ -599,6 +616,17 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
         None => Strength::None,
     };
     let mut keyword = backward_kw.as_ref().map(|k| k.text.clone());
+    // "7536110 is our PGA and 7536127 is the PLA": a name said of the number itself
+    // wins over one that belongs to the number before it.
+    if backward_kw
+        .as_ref()
+        .is_some_and(|k| k.end <= previous_statement_end(&clause, last_number_end(&clause)))
+    {
+        if let Some(k) = cues::postposed_keyword(after) {
+            strength = Strength::Strong;
+            keyword = Some(k.text);
+        }
+    }
     if backward_kw.is_none() {
         let (fs, fw) = cues::keywords_alone(after);
         if let Some(k) = fs.first() {
@@ -649,7 +677,15 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     // Old/new and PGA/PLA are read in a window that starts after the previous
     // number (and its parenthetical note) and not far before the keyword.
     let window = marker_window(&clause, line_start, backward_kw.as_ref());
-    let mut temporal = temporal_of(window, after);
+    // `after` ends at the next digit; old words may stand behind a date or a count
+    // that is no ID ("4039875 ist seit 01.12.2025 von Microsoft deaktiviert").
+    let says_old_after = cues::after_says_old(after) || {
+        let stop = token.end + after.len();
+        line[stop..].starts_with(|c: char| c.is_ascii_digit())
+            && next.is_none_or(|n| n > stop)
+            && cues::after_says_old(past_small_numbers(line, token.end, next))
+    };
+    let mut temporal = temporal_of(window, after, says_old_after);
     if answers_for_new_id && temporal == Temporal::Unsaid {
         temporal = Temporal::New;
     }
@@ -675,7 +711,7 @@ fn read_context(block: &Block, blanked: &[String], index: usize, token: &Token) 
     }
 
     let correction = introduced_as_correction(block, blanked, index, token.start);
-    if correction && temporal != Temporal::Negated && !cues::after_says_old(after) {
+    if correction && temporal != Temporal::Negated && !says_old_after {
         temporal = Temporal::New;
     }
     let rest = &line[token.end + after.len()..];
@@ -808,9 +844,20 @@ fn stands_alone(line: &str, token: &Token) -> bool {
             .is_empty()
 }
 
+/// Where what `clause` says of its last number (`prev`, its end) stops: its
+/// parenthetical note and its predicate ("7581036 ist unsere neue PLA, die …": "neue
+/// PLA" is said of 7581036, not of the number after it).
+fn previous_statement_end(clause: &str, prev: usize) -> usize {
+    let after_note = prev + cues::leading_note_len(&clause[prev..]);
+    if prev == 0 {
+        return after_note;
+    }
+    after_note + cues::predicate_len(&clause[after_note..])
+}
+
 fn marker_window<'a>(clause: &'a str, line_start: usize, kw: Option<&Cue>) -> &'a str {
     let prev = last_number_end(clause);
-    let after_prev = prev + cues::leading_note_len(&clause[prev..]);
+    let after_prev = previous_statement_end(clause, prev);
     let own_line_text = clause.get(line_start..).unwrap_or("");
     // Words on the number's own line; "(" of a sentence wrapped before the number
     // ("die alte\n(5377104)") is no label of its own.
@@ -831,8 +878,8 @@ fn marker_window<'a>(clause: &'a str, line_start: usize, kw: Option<&Cue>) -> &'
     &clause[from..]
 }
 
-fn temporal_of(window: &str, after: &str) -> Temporal {
-    if cues::after_says_old(after) {
+fn temporal_of(window: &str, after: &str, says_old_after: bool) -> Temporal {
+    if says_old_after {
         return Temporal::Old;
     }
     if cues::after_says_new(after) {
@@ -977,6 +1024,20 @@ mod tests {
             [true]
         );
         assert_eq!(d(&["If the new ID is 7190023, can we send it?"]), [true]);
+        // A customer's own ID, sent to us; "uns" as an object claims nothing.
+        assert_eq!(
+            d(&["Der Kunde ist selbst Microsoft-Partner und hat uns seine eigene MPN-ID 6348215 weitergeleitet."]),
+            [true]
+        );
+        assert_eq!(
+            d(&["The customer forwarded their own MPN ID 6348215 to us."]),
+            [true]
+        );
+        // "für uns" claims it, and "our" after a subsidiary does.
+        assert_eq!(
+            d(&["Unser Kunde ist selbst Partner, für uns gilt ab sofort die MPN-ID 6348215."]),
+            [false]
+        );
         assert_eq!(
             d(&["unsere MPN-ID: 3190846 - ist die bei Ihnen noch richtig hinterlegt?"]),
             [true]
@@ -1166,5 +1227,29 @@ mod tests {
         let f = read(&["unsere MPN-ID 4417206 wurde von Microsoft widerrufen."]);
         assert_eq!(f[0].temporal, Temporal::Old);
         assert!(!read(&["Ticket 6813097"])[0].alone);
+    }
+
+    #[test]
+    fn labels_said_after_the_number() {
+        // The ID before its name: "neue PLA" is said of the first number only, and
+        // "seit <date> … deaktiviert" makes the second old.
+        let f = read(&[
+            "7581036 ist unsere neue PLA, die 4039875 ist seit 01.12.2025 von Microsoft deaktiviert.",
+        ]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::New, Temporal::Old)
+        );
+        // Each number's own name gives its role, not the one before it.
+        let f = read(&["7536110 is our PGA (global account) and 7536127 is the PLA for London."]);
+        assert_eq!((f[0].role, f[1].role), (Role::Pga, Role::Pla));
+        assert_eq!(f[1].keyword.as_deref(), Some("PLA"));
+        // A statement running on to the next number is one clause about both.
+        let f =
+            read(&["die alte ID 4417206 ist ab sofort durch die neue Partner-ID 6409981 ersetzt."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Old, Temporal::New)
+        );
     }
 }

@@ -12,7 +12,7 @@
 //! The client secret and the tokens never appear in `Debug` output, logs or errors.
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -321,7 +321,14 @@ impl RefreshTokenStore {
             .open(&tmp)?;
         writeln!(f, "{STORE_HEADER}\norigin {}\n{token}", self.origin)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)
+        std::fs::rename(&tmp, &self.path)?;
+        // The rename itself is durable only once the directory is: without this a
+        // crash right after a rotation could bring back the token it replaced.
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
     }
 }
 

@@ -78,7 +78,7 @@ pub async fn run(
     let mut store = Store::open(&config.db_path())?;
     let checkpointer = Checkpointer::start(&config.db_path())?;
     store.hand_checkpoints_to(&checkpointer);
-    let gate_store = gate::ReadPool::open(&config.db_path(), 4)?;
+    let gate_store = Arc::new(gate::ReadPool::open(&config.db_path(), 4)?);
     let token = gate::load_or_create_token(&config.gate.token_file)?;
     let push_token = match &config.gate.push_token_file {
         Some(path) => gate::load_or_create_token(path)?,
@@ -112,7 +112,7 @@ pub async fn run(
     mailer_store.hand_checkpoints_to(&checkpointer);
     let mailer_store = Arc::new(Mutex::new(mailer_store));
     tasks.spawn(mailer::run(
-        mailer_store,
+        mailer_store.clone(),
         config.smtp.clone(),
         nudge_rx,
         shutdown.clone(),
@@ -136,7 +136,7 @@ pub async fn run(
             },
         };
         let (h, s) = (health.clone(), shutdown.clone());
-        let gs = Arc::new(gate_store);
+        let gs = gate_store.clone();
         tasks.spawn(async move {
             if let Err(e) = gate::serve(listener, gs, token, h, push, s).await {
                 tracing::error!("{e:#}");
@@ -175,7 +175,23 @@ pub async fn run(
             tasks.spawn(imap_loop(settings, Arc::new(pipeline), shutdown.clone()));
         }
     }
-    tasks.spawn(trim_when_quiet(health.clone(), shutdown.clone()));
+    let release_sqlite_memory = {
+        let stores = [store.clone(), mailer_store.clone()];
+        let gate_store = gate_store.clone();
+        move || {
+            for s in &stores {
+                if let Ok(s) = s.try_lock() {
+                    s.release_memory();
+                }
+            }
+            gate_store.release_memory();
+        }
+    };
+    tasks.spawn(trim_when_quiet(
+        health.clone(),
+        release_sqlite_memory,
+        shutdown.clone(),
+    ));
     if let Some(interval) = notify::watchdog_interval() {
         tasks.spawn(watchdog(
             interval,
@@ -239,7 +255,8 @@ async fn watchdog(
 /// keeps what a backlog or a burst of gate requests freed in its arenas: the idle
 /// daemon stayed at 41 MB after the latency and gate benchmarks (12 MB fresh).
 /// A trim when a tick sees no activity after one that did; never while idle.
-async fn trim_when_quiet(health: Arc<Health>, shutdown: CancellationToken) {
+/// `release` first hands SQLite's page caches back, so the trim can return them.
+async fn trim_when_quiet(health: Arc<Health>, release: impl Fn(), shutdown: CancellationToken) {
     let activity = |h: &Health| {
         [
             &h.processed,
@@ -267,6 +284,7 @@ async fn trim_when_quiet(health: Arc<Health>, shutdown: CancellationToken) {
         if seen != last {
             (last, busy) = (seen, true);
         } else if std::mem::take(&mut busy) {
+            release();
             trim_malloc();
         }
     }

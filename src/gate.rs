@@ -87,6 +87,15 @@ impl ReadPool {
         })
     }
 
+    /// [`Store::release_memory`] on every connection not in use.
+    pub fn release_memory(&self) {
+        for c in &self.conns {
+            if let Ok(store) = c.try_lock() {
+                store.release_memory();
+            }
+        }
+    }
+
     /// A free connection if there is one, else the next in turn.
     fn lock(&self) -> std::sync::LockResult<std::sync::MutexGuard<'_, Store>> {
         for c in &self.conns {

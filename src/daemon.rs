@@ -178,14 +178,12 @@ pub async fn run(
     let release_sqlite_memory = {
         let stores = [store.clone(), mailer_store.clone()];
         let gate_store = gate_store.clone();
-        move || {
+        Arc::new(move || {
             for s in &stores {
-                if let Ok(s) = s.try_lock() {
-                    s.release_memory();
-                }
+                s.lock().unwrap_or_else(|p| p.into_inner()).release_memory();
             }
             gate_store.release_memory();
-        }
+        })
     };
     tasks.spawn(trim_when_quiet(
         health.clone(),
@@ -256,7 +254,14 @@ async fn watchdog(
 /// daemon stayed at 41 MB after the latency and gate benchmarks (12 MB fresh).
 /// A trim when a tick sees no activity after one that did; never while idle.
 /// `release` first hands SQLite's page caches back, so the trim can return them.
-async fn trim_when_quiet(health: Arc<Health>, release: impl Fn(), shutdown: CancellationToken) {
+/// Both run on a blocking thread: they wait for a connection a task may be using
+/// (a `try_lock` skipped a busy one, and the daemon then idled with its cache),
+/// and the trim itself walks the whole heap.
+async fn trim_when_quiet(
+    health: Arc<Health>,
+    release: Arc<dyn Fn() + Send + Sync>,
+    shutdown: CancellationToken,
+) {
     let activity = |h: &Health| {
         [
             &h.processed,
@@ -284,8 +289,12 @@ async fn trim_when_quiet(health: Arc<Health>, release: impl Fn(), shutdown: Canc
         if seen != last {
             (last, busy) = (seen, true);
         } else if std::mem::take(&mut busy) {
-            release();
-            trim_malloc();
+            let release = release.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                release();
+                trim_malloc();
+            })
+            .await;
         }
     }
 }

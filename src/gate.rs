@@ -87,12 +87,11 @@ impl ReadPool {
         })
     }
 
-    /// [`Store::release_memory`] on every connection not in use.
+    /// [`Store::release_memory`] on every connection, each once it is free (a
+    /// blocking wait: for a blocking thread, not the runtime's).
     pub fn release_memory(&self) {
         for c in &self.conns {
-            if let Ok(store) = c.try_lock() {
-                store.release_memory();
-            }
+            c.lock().unwrap_or_else(|p| p.into_inner()).release_memory();
         }
     }
 

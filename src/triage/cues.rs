@@ -184,6 +184,9 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
           | (?:->|→|=>|-->)
           | (?:ersetzt\s+durch|replaced\s+(?:by|with))\b
           | [:\-–]?\s*(?:gesperrt|widerrufen|revoked|deaktiviert|deactivated|ungültig|invalid|abgelaufen|expired|entzogen)\b
+          | (?:die|der|das|the)\s+(?:alte\w*|old|bisherige\w*|frühere\w*|ehemalige\w*|previous|former)\b
+          | (?:bitte\s+)?(?:löschen|entfernen|austragen)\b
+          | (?:kann|können|darf|can|may)\s+(?:\w+\s+){0,2}(?:gelöscht|entfernt|weg|raus|deleted|removed)\b
         )",
     )
 });
@@ -573,8 +576,27 @@ pub(crate) fn disowned_after(after: &str, ends_question: bool) -> Option<&'stati
     if ends_question && QUESTIONED_AFTER.is_match(after) {
         return Some("asked about, not stated");
     }
+    if OWNER_AFTER.is_match(after) {
+        return Some("another company's or a test registration's ID");
+    }
     None
 }
+
+/// The number's owner named right after it as someone else: "7581036 ist die PLA
+/// von unserem Kunden", "… is the MPN ID of our customer", "… gehört unserem
+/// Kunden", "… is our customer's". Only in the number's own predicate: "please
+/// apply 7581036 to our customers' subscriptions" names no owner.
+static OWNER_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)^\s*(?:
+            (?:ist|is|are|sind|war|was)\s+(?:\w+\s+){0,3}?(?:mpn|pla|pga|partner|standort|location|ids?\b)[\w-]*\s+(?:von|vom|des|of|from)\s+
+          | (?:gehört|gehoert|belongs\s+to)\s+
+          | (?:ist|is)\s+
+        )(?:(?:unsere[mnrs]?|our|einem|eines|einer|dem|the|a|an|my|meine[mnrs]?)\s+)?(?:end[\s-]?)?
+        (?:kunde\w* | customer\w* | client\w* | schwester\w* | tochter\w* | sister\w* | subsidiar\w* | affiliate\w*)
+        (?:'s|’s|s')?\b",
+    )
+});
 
 /// Where a correction cue ends in `text`, if there is one (see [`CORRECTION`]).
 pub(crate) fn correction_end(text: &str) -> Option<usize> {

@@ -689,6 +689,13 @@ fn read_context(
     if answers_for_new_id && temporal == Temporal::Unsaid {
         temporal = Temporal::New;
     }
+    // "7581036 ist ab sofort unsere Partner-ID": what the predicate that names the
+    // number says before the name.
+    if temporal == Temporal::Unsaid {
+        if let Some(k) = cues::postposed_keyword(after) {
+            temporal = temporal_of(&after[..k.start], "", false);
+        }
+    }
     // "X durch Y", "von X auf Y": a joint word alone between two numbers makes the
     // first the replaced one and the second its replacement.
     let next_is_number = starts_with_id_shape(&line[token.end + after.len()..]);
@@ -1033,6 +1040,16 @@ mod tests {
             d(&["The customer forwarded their own MPN ID 6348215 to us."]),
             [true]
         );
+        // The owner named after the number: someone else's.
+        assert_eq!(
+            d(&["7581036 ist die PLA von unserem Kunden, unsere eigene folgt."]),
+            [true]
+        );
+        assert_eq!(d(&["7581036 is our customer's MPN ID."]), [true]);
+        assert_eq!(
+            d(&["Please apply 7581036 to all subscriptions of our customers."]),
+            [false]
+        );
         // "für uns" claims it, and "our" after a subsidiary does.
         assert_eq!(
             d(&["Unser Kunde ist selbst Partner, für uns gilt ab sofort die MPN-ID 6348215."]),
@@ -1244,6 +1261,26 @@ mod tests {
         let f = read(&["7536110 is our PGA (global account) and 7536127 is the PLA for London."]);
         assert_eq!((f[0].role, f[1].role), (Role::Pga, Role::Pla));
         assert_eq!(f[1].keyword.as_deref(), Some("PLA"));
+        // "und X die alte", "die X bitte löschen", "X can be deleted"; new words in
+        // the predicate that names the number ("ist ab sofort unsere Partner-ID").
+        let f = read(&["7581036 ist unsere neue PLA und 4039875 die alte."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::New, Temporal::Old)
+        );
+        let f = read(&["7581036 ist ab sofort unsere Partner-ID, die 4039875 bitte löschen."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::New, Temporal::Old)
+        );
+        let f = read(&["7581036 can now be used, 4039875 can be deleted."]);
+        assert_eq!(
+            (f[0].temporal, f[1].temporal),
+            (Temporal::Unsaid, Temporal::Old)
+        );
+        // Two locations named the same way stay two PLAs (a review, not a pick).
+        let f = read(&["7581036 ist unsere PLA für Dresden, 7581049 die für Leipzig."]);
+        assert_eq!((f[0].role, f[1].role), (Role::Pla, Role::Pla));
         // A statement running on to the next number is one clause about both.
         let f =
             read(&["die alte ID 4417206 ist ab sofort durch die neue Partner-ID 6409981 ersetzt."]);

@@ -256,6 +256,8 @@ static OTHER_PARTY: LazyLock<Regex> = LazyLock::new(|| {
            | indirekte[rn]?[\s-]+(?:anbieter\w*|provider\w*) | indirect[\s-]+provider\w* | distribut\w* | distri\b | großhändler\w*
            | (?:customer|kunde)\w*\b[^.!?\d]{0,60}\b(?:is|ist)\s+(?:selbst\s+|itself\s+|also\s+|auch\s+)*(?:(?:a|ein)\s+)?(?:microsoft[\s-]+)?partner
            | (?:seine[nmrs]?|ihre[nmrs]?|dessen|deren|his|her|its|their)\s+(?:eigene\w*|own)\s+(?:neue\w*\s+|new\s+)?(?:mpn|partner|pla|standort|location)
+           | (?:customer|kunde|client|mandant)\w*(?:'s|’s|s')?\s+(?:(?:own|eigene\w*|new|neue\w*)\s+)?(?:mpn|partner[\s-]*id|pla|pga|standort[\s-]*id|location[\s-]*id)
+           | (?:customer|kunde|client)\w*\b[^.!?\d]{0,60}?\b(?:has|hat|had|hatte|got|received|erhielt|erhalten|bekam|bekommen|owns|besitzt)\b[^.!?\d]{0,30}?\b(?:mpn|partner[\s-]*id|pla|pga|standort[\s-]*id|location[\s-]*id)
            | testweise | zu\s+test(?:zwecken|\s+zwecken) | for\s+testing | test[\s-]*(?:registrierung|tenant|mandant\w*|umgebung|account|konto|zugang|standort|registration|location|id)
            | (?:unser\w*|our|the|die|der|den)\s+test\b | sandbox | demo[\s-]*(?:tenant|mandant\w*|account|konto))\b",
     )
@@ -584,12 +586,15 @@ pub(crate) fn disowned_after(after: &str, ends_question: bool) -> Option<&'stati
 
 /// The number's owner named right after it as someone else: "7581036 ist die PLA
 /// von unserem Kunden", "… is the MPN ID of our customer", "… gehört unserem
-/// Kunden", "… is our customer's". Only in the number's own predicate: "please
-/// apply 7581036 to our customers' subscriptions" names no owner.
+/// Kunden", "… is our customer's", "die neue MPN-ID 7581036 unseres Kunden". Only
+/// right after the number: "please apply 7581036 to all subscriptions of our
+/// customers" names no owner.
 static OWNER_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)^\s*(?:
             (?:ist|is|are|sind|war|was)\s+(?:\w+\s+){0,3}?(?:mpn|pla|pga|partner|standort|location|ids?\b)[\w-]*\s+(?:von|vom|des|of|from)\s+
+          | (?:von|vom|des|der|eines|einer|of|from)\s+
+          | (?:unseres|unserer)\s+
           | (?:gehört|gehoert|belongs\s+to)\s+
           | (?:ist|is)\s+
         )(?:(?:unsere[mnrs]?|our|einem|eines|einer|dem|the|a|an|my|meine[mnrs]?)\s+)?(?:end[\s-]?)?

@@ -1047,6 +1047,29 @@ mod tests {
         );
         assert_eq!(d(&["7581036 is our customer's MPN ID."]), [true]);
         assert_eq!(
+            d(&["anbei die neue MPN-ID 7581036 unseres Kunden Bäckerei Huber."]),
+            [true]
+        );
+        // The customer as the one who has it, before the number.
+        assert_eq!(
+            d(&["our customer Contoso Ltd already has the MPN ID 7581036 - do you need it?"]),
+            [true]
+        );
+        assert_eq!(
+            d(&["unser Kunde hat die MPN-ID 7581036, brauchen Sie die?"]),
+            [true]
+        );
+        assert_eq!(d(&["the end customer's partner ID is 7581036."]), [true]);
+        // A customer in the sentence, the ID claimed as ours after it.
+        assert_eq!(
+            d(&["Unser Kunde hat bereits bestellt, unsere neue MPN-ID ist 7581036."]),
+            [false]
+        );
+        assert_eq!(
+            d(&["Wir haben die neue MPN-ID 7581036 bekommen, bitte für alle Kunden eintragen."]),
+            [false]
+        );
+        assert_eq!(
             d(&["Please apply 7581036 to all subscriptions of our customers."]),
             [false]
         );

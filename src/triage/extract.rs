@@ -326,10 +326,17 @@ fn glued_after(bytes: &[u8], end: usize) -> bool {
     if next.is_ascii_alphabetic() || matches!(next, b'_' | b'@' | b'#') {
         return true;
     }
-    matches!(next, b'-' | b'/')
-        && bytes
-            .get(end + 1)
-            .is_some_and(|b| b.is_ascii_alphanumeric())
+    if !matches!(next, b'-' | b'/') || !bytes.get(end + 1).is_some_and(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    // "7581036/PLA", "7581036-MPN": the ID's own name as a suffix, like the prefix
+    // in `glued_before`.
+    let word: Vec<u8> = bytes[end + 1..]
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .map(u8::to_ascii_lowercase)
+        .collect();
+    !matches!(word.as_slice(), b"pla" | b"mpn" | b"pga" | b"id" | b"mcpp")
 }
 
 /// "+49 …" or "(512) 555-0148": a phone number.
@@ -1004,6 +1011,9 @@ mod tests {
         assert_eq!(ids("Kennung PLA-6402917."), ["6402917"]);
         assert_eq!(ids("ID#6520017, MPN-6284913"), ["6520017", "6284913"]);
         assert!(ids("Konto R-2003145").is_empty());
+        // … and so is it as a suffix; any other word glued on makes a code.
+        assert_eq!(ids("ID 7581036/PLA, 7581049-MPN"), ["7581036", "7581049"]);
+        assert!(ids("Art. 7581036-B, Los 7581049/A2").is_empty());
         assert!(ids("+49 69 365 053 721,,61203345#").is_empty());
         assert!(ids("Konferenz-ID: 612 033 45#").is_empty());
     }

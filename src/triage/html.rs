@@ -25,6 +25,11 @@ const SKIP_TAGS: &[&str] = &[
 /// Longest header cell that is used as a column label.
 const MAX_HEADER_LABEL: usize = 30;
 
+/// A cell's breaks become spaces only while its text is shorter than this, and at
+/// most this many of them (see [`joins_in_cell`]).
+const MAX_JOINED_CELL: usize = 120;
+const MAX_CELL_BREAKS: usize = 4;
+
 #[derive(Default)]
 struct Table {
     row: usize,
@@ -35,6 +40,10 @@ struct Table {
     header_usable: bool,
     /// The first row used `<th>` cells: a declared header, usable with 2 columns.
     header_th: bool,
+    /// Between a cell's start and its end (or the row's).
+    in_cell: bool,
+    /// Line breaks turned into spaces in the current cell (see [`joins_in_cell`]).
+    cell_breaks: usize,
 }
 
 struct Out {
@@ -263,10 +272,34 @@ fn handle_tag(out: &mut Out, tables: &mut Vec<Table>, name: &str, closing: bool)
                 start_cell(out, tables);
             }
         }
+        _ if (name == "br" || BLOCK_TAGS.contains(&name)) && joins_in_cell(out, tables) => {}
         "br" => out.newline(),
         _ if BLOCK_TAGS.contains(&name) => out.soft_newline(),
         _ => {}
     }
+}
+
+/// Text a short table cell holds stays on its row's line: Word writes every cell's
+/// text as a paragraph (`<td><p class=MsoNormal>3318702</p></td>`), and a break
+/// there would put the number on a line of its own, away from its row's label and
+/// its column's header. A break in a cell becomes a space while the cell's text is
+/// short; a layout cell that holds a whole mail breaks its lines as usual after
+/// its first words. Whether the break was taken care of (as a space).
+fn joins_in_cell(out: &mut Out, tables: &mut [Table]) -> bool {
+    let Some(t) = tables.last_mut() else {
+        return false;
+    };
+    if !t.in_cell
+        || t.cell_breaks >= MAX_CELL_BREAKS
+        || out.text.len().saturating_sub(t.cell_start) > MAX_JOINED_CELL
+    {
+        return false;
+    }
+    t.cell_breaks += 1;
+    if out.text.len() > t.cell_start && !out.at_line_start {
+        out.pending_space = true;
+    }
+    true
 }
 
 fn start_cell(out: &mut Out, tables: &mut [Table]) {
@@ -294,12 +327,15 @@ fn start_cell(out: &mut Out, tables: &mut [Table]) {
     }
     t.cell_start = out.text.len();
     t.cell += 1;
+    t.in_cell = true;
+    t.cell_breaks = 0;
 }
 
 fn finish_cell(out: &mut Out, tables: &mut [Table]) {
     let Some(t) = tables.last_mut() else {
         return;
     };
+    t.in_cell = false;
     if t.row == 0 && t.cell > t.header.len() {
         let text = out
             .text
@@ -403,6 +439,32 @@ mod tests {
             t.lines().collect::<Vec<_>>(),
             ["Hallo", "neue MPN-ID: 6284913", "a", "b"]
         );
+    }
+
+    #[test]
+    fn word_cells_with_paragraphs_stay_on_their_row() {
+        // Word wraps every cell's text in a paragraph.
+        let p = |t: &str| format!("<td><p class=MsoNormal>{t}<o:p></o:p></p></td>");
+        let html = format!(
+            "<table><tr>{}{}{}</tr><tr>{}{}{}</tr></table>",
+            p("<b>Angabe</b>"),
+            p("<b>bisher</b>"),
+            p("<b>neu</b>"),
+            p("Microsoft Partner-ID (PLA)"),
+            p("3318702"),
+            p("&nbsp;6479113&nbsp;"),
+        );
+        let t = html_to_text(&html);
+        assert!(
+            t.contains("Microsoft Partner-ID (PLA) | bisher: 3318702 | neu: \u{a0}6479113"),
+            "{t}"
+        );
+        // A layout cell holding a whole mail still breaks its lines.
+        let long = "Sehr geehrte Damen und Herren, hier kommt ein langer erster Absatz, der weit über die Grenze einer kurzen Tabellenzelle hinaus geht.";
+        let t = html_to_text(&format!(
+            "<table><tr><td><p>{long}</p><p>Neue MPN-ID: 6284913</p><p>Gruss</p></td></tr></table>"
+        ));
+        assert_eq!(t.lines().collect::<Vec<_>>(), [long, "Neue MPN-ID: 6284913", "Gruss"]);
     }
 
     #[test]

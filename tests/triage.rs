@@ -228,6 +228,17 @@ fn red_team_f_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-f", 45, KNOWN_FIXTURE_F_MISSES);
 }
 
+/// The seventh round (`tests/fixtures/triage-g/`): 45 blind mails of every category
+/// in the MIME structures real clients and systems produce (Word HTML with VML,
+/// multipart/related, forwards as message/rfc822, S/MIME and PGP/MIME, TNEF,
+/// broken charsets, soft line breaks inside the ID, hidden preheaders, calendar
+/// invites, DSNs and read receipts, ticket systems), run against
+/// [`KNOWN_FIXTURE_G_MISSES`].
+#[test]
+fn red_team_g_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-g", 45, KNOWN_FIXTURE_G_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -325,6 +336,9 @@ const KNOWN_FIXTURE_E_MISSES: &[&str] = &[];
 
 /// Sixth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_F_MISSES: &[&str] = &[];
+
+/// Seventh-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_G_MISSES: &[&str] = &[];
 
 #[test]
 fn reseller_corpus_rejects_name_the_reseller() {
@@ -772,7 +786,33 @@ fn html_bodies() {
             msg(DE, "Partner-ID", "<table><tr><th>Alte ID</th><th>Neue ID</th></tr><tr><td>4412987</td><td>6831245</td></tr></table>").html().build(),
             apply("6831245"),
         ),
+        // The plain text and its HTML alternative must name the same ID; split
+        // across tags in the HTML it is the same.
+        (
+            "alternatives disagree",
+            msg(EN, "New location ID", &alternative("our new location ID is 6303918.", "<p>our new location ID is <b>6303981</b>.</p>")).content_type(ALTERNATIVE).build(),
+            ambiguous(),
+        ),
+        (
+            "alternatives agree, html split across tags",
+            msg(EN, "New location ID", &alternative("our new location ID is 6 303 918.", "<p>our new location ID is <span>6 303</span>&nbsp;<span>918</span>.</p>")).content_type(ALTERNATIVE).build(),
+            apply("6303918"),
+        ),
+        (
+            "html alternative without numbers",
+            msg(EN, "New location ID", &alternative("our new location ID is 6303918.", "<p>see the text version</p>")).content_type(ALTERNATIVE).build(),
+            apply("6303918"),
+        ),
     ]);
+}
+
+const ALTERNATIVE: &str = "multipart/alternative; boundary=\"alt\"";
+
+/// A multipart/alternative body with these plain and HTML versions.
+fn alternative(plain: &str, html: &str) -> String {
+    format!(
+        "--alt\nContent-Type: text/plain; charset=utf-8\n\n{plain}\n--alt\nContent-Type: text/html; charset=utf-8\n\n<html><body>{html}</body></html>\n--alt--\n"
+    )
 }
 
 #[test]

@@ -323,7 +323,9 @@ static QUESTIONED_AFTER: LazyLock<Regex> = LazyLock::new(|| {
 /// says the location ID is still missing.
 static LOCATION_PENDING: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,25}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend|reiche\w*\s+(?:ich|wir)\s+nach|nachreichen|nachgereicht|kommt\s+(?:noch|später|nach)|später|later|separat\w*|will\s+follow)\b",
+        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,25}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend|reiche\w*\s+(?:ich|wir)\s+nach|nachreichen|nachgereicht|kommt\s+(?:noch|später|nach)|später|later|separat\w*|will\s+follow
+           | in\s+prüfung|in\s+bearbeitung|beantragt|under\s+review|in\s+review|requested|applied\s+for
+           | schick\w*\s+(?:ich|wir)\b[^.!?\n\d]{0,20}\b(?:sobald|wenn|nach|später)|(?:send|forward)\w*\s+(?:it\s+|you\s+)*(?:once|as\s+soon|when|later))\b",
     )
 });
 
@@ -695,6 +697,15 @@ mod tests {
         assert!(strong.is_empty());
         assert!(weak.is_empty(), "{:?}", texts(&weak));
         assert_eq!(texts(&distractors("Ihre Kundennummer")), ["Kundennummer"]);
+        // The location ID still to come, said in other words.
+        assert!(says_location_pending("Standort (PLA) | - | in Prüfung"));
+        assert!(says_location_pending(
+            "die Standort-ID schicke ich, sobald Microsoft fertig ist"
+        ));
+        assert!(says_location_pending(
+            "the location ID we will send once approved"
+        ));
+        assert!(!says_location_pending("unsere neue Standort-ID lautet"));
         // Compounds that end in "-vertrag" label a contract number.
         assert_eq!(
             texts(&distractors("Unser Rahmenvertrag Nr. ")),

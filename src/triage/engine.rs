@@ -4,11 +4,11 @@
 //! wires them together. The function is pure (no I/O, no clock) and total: a mail
 //! that cannot be parsed becomes a `review`, never a panic.
 
-use super::choose::choose;
+use super::choose::{choose, Choice};
 use super::classify::{automated, recall};
 use super::decide::{decide, sender_accounts};
-use super::extract::{asks_which, find, location_pending, mail_is_about_ids};
-use super::parse::{parse, Parsed};
+use super::extract::{asks_which, find, html_names_instead, location_pending, mail_is_about_ids};
+use super::parse::{parse, Origin, Parsed};
 use super::segment::{edited_reply_subject, segment, subject_source, Own, Source};
 use super::{Decision, Headers, Outcome, Policy, Registry, Triage};
 
@@ -72,12 +72,13 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         Some(s) => (s.as_str(), Source::Subject),
         None => (subject, subject_src),
     };
-    let choice = choose(
+    let mut choice = choose(
         find(subject, subject_src, &blocks),
         about_ids,
         pending,
         which,
     );
+    check_html_alternative(&mut choice, &parsed);
 
     let decided = decide(
         choice.outcome,
@@ -98,6 +99,41 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         reseller: decided.reseller,
         reject: decided.reject,
     }
+}
+
+/// A mail's plain text and its HTML alternative must name the same ID: template
+/// tools keep the two versions apart, and a reader of the HTML may see a different
+/// number ("6303918" in the text, "6303981" in the HTML). Checked only when the
+/// chosen ID stands in the plain text of the mail itself (not only in its subject
+/// or an attached mail); then the mail is ambiguous.
+fn check_html_alternative(choice: &mut Choice, parsed: &Parsed) {
+    let (Some(id), Some(html)) = (&choice.id, &parsed.html_alternative) else {
+        return;
+    };
+    let id = id.as_str();
+    let in_text = parsed
+        .texts
+        .iter()
+        .any(|t| t.origin == Origin::Main && !t.html && t.text.contains(id));
+    if !in_text {
+        return;
+    }
+    let Some(instead) = html_names_instead(html, id) else {
+        return;
+    };
+    let instead = instead.join(", ");
+    let why = format!("the text says {id}, its HTML version shows {instead} instead");
+    for c in &mut choice.candidates {
+        if c.id == id && c.verdict.starts_with("chosen") {
+            c.verdict = format!("lost: {why}");
+        }
+    }
+    choice.outcome = Outcome::Ambiguous;
+    choice.id = None;
+    choice.review.clear();
+    choice.explanation = Some(format!(
+        "the plain text and the HTML version disagree: {why}"
+    ));
 }
 
 fn ignored(parsed: Parsed, reason: String, registry: &Registry) -> Triage {

@@ -101,6 +101,7 @@ static BLANK: LazyLock<Regex> = LazyLock::new(|| {
     regex(
         r"(?ix)
         [0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}
+      | \[[^\[\]\n\d]{0,40}\#\s?\d{3,}\]
       | \b(?:https?://|www\.)\S+
       | [\w.+%-]+@[\w.-]+\.[a-z]{2,}
       | \b[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*\.(?:example|com|net|org|de|eu|at|ch|nl|uk|io|info|biz|co)\b",
@@ -170,6 +171,29 @@ pub(crate) fn asks_which(subject: &str, blocks: &[Block]) -> bool {
 }
 
 /// Whether a line of the author's (or forwarded) text talks about the ID at all.
+/// The ID-shaped numbers an HTML alternative shows a reader instead of `id`, when
+/// it shows others but not `id` (converted as for an HTML-only mail); `None` when
+/// it shows `id` (found in the raw HTML as it is, it needs no conversion) or no
+/// ID-shaped number at all.
+pub(crate) fn html_names_instead(html: &str, id: &str) -> Option<Vec<String>> {
+    if html.contains(id) {
+        return None;
+    }
+    let text = super::parse::normalise(&super::html::html_to_text(html), false);
+    let mut shown: Vec<String> = Vec::new();
+    for line in text.lines() {
+        for t in tokens(&blank(line)) {
+            if t.digits == id {
+                return None;
+            }
+            if !shown.contains(&t.digits) && shown.len() < 8 {
+                shown.push(t.digits);
+            }
+        }
+    }
+    (!shown.is_empty()).then_some(shown)
+}
+
 pub(crate) fn mail_is_about_ids(subject: &str, blocks: &[Block]) -> bool {
     cues::mentions_id_topic(subject)
         || blocks.iter().flat_map(|b| &b.lines).any(|l| {
@@ -1007,6 +1031,9 @@ mod tests {
         assert_eq!(ids("ID 6 1 7 3 4 0 2"), ["6173402"]);
         assert!(ids("ab KW 47/2025, Stand 11.2025, 2025/11").is_empty());
         assert_eq!(ids("Ticket #7702145"), ["7702145"]);
+        // A ticket system's tag in brackets is no ID.
+        assert!(ids("Re: new MPN ID required [#1189034]").is_empty());
+        assert!(ids("[Ticket#1189034] Partner-ID").is_empty());
         // The ID's own name as a prefix is no code; a dial string is.
         assert_eq!(ids("Kennung PLA-6402917."), ["6402917"]);
         assert_eq!(ids("ID#6520017, MPN-6284913"), ["6520017", "6284913"]);

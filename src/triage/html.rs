@@ -464,7 +464,10 @@ mod tests {
         let t = html_to_text(&format!(
             "<table><tr><td><p>{long}</p><p>Neue MPN-ID: 6284913</p><p>Gruss</p></td></tr></table>"
         ));
-        assert_eq!(t.lines().collect::<Vec<_>>(), [long, "Neue MPN-ID: 6284913", "Gruss"]);
+        assert_eq!(
+            t.lines().collect::<Vec<_>>(),
+            [long, "Neue MPN-ID: 6284913", "Gruss"]
+        );
     }
 
     #[test]

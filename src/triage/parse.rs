@@ -63,6 +63,9 @@ pub(crate) struct Parsed {
     /// "type/subtype" of the top-level body, lower-case.
     pub content_type: String,
     pub texts: Vec<TextPart>,
+    /// The HTML alternative of the mail's own body when its plain text was read
+    /// instead (raw HTML, cut like a text), to check that both say the same ID.
+    pub html_alternative: Option<String>,
 }
 
 impl Parsed {
@@ -87,8 +90,26 @@ pub(crate) fn parse(raw: &[u8]) -> Option<Parsed> {
         fields: raw_fields(&message),
         content_type: content_type_of(&message),
         texts: Vec::new(),
+        html_alternative: None,
     };
     collect_texts(&message, Origin::Main, 0, &mut parsed.texts);
+    let main_is_plain = parsed
+        .texts
+        .iter()
+        .filter(|t| t.origin == Origin::Main)
+        .all(|t| !t.html);
+    if main_is_plain && message.html_body != message.text_body {
+        let html: String = message
+            .html_body
+            .iter()
+            .filter_map(|&id| match &message.parts.get(id as usize)?.body {
+                PartType::Html(h) => Some(cut(h, MAX_TEXT_BYTES)),
+                _ => None,
+            })
+            .take(MAX_TEXTS)
+            .collect();
+        parsed.html_alternative = (!html.is_empty()).then_some(html);
+    }
     Some(parsed)
 }
 

@@ -102,6 +102,10 @@ pub async fn run(
         .map(|a| a.to_string())
         .unwrap_or_default();
 
+    // Listening for SIGHUP before READY: a reload sent right after the start must
+    // not meet SIGHUP's default action, which ends the process.
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
+
     // Ready: the store is open and migrated, the gate's port is bound (it accepts
     // connections from here on). Said before any task can report a STATUS.
     tracing::info!(config = %config.source, state_dir = %config.state_dir.display(), gate = %gate_addr, "mpnd started");
@@ -198,13 +202,17 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    if let Some(path) = config_path {
-        tasks.spawn(reload_on_hangup(
-            path,
-            live.clone(),
-            notifier.clone(),
-            shutdown.clone(),
-        ));
+    match hangup {
+        Ok(hup) => {
+            tasks.spawn(reload_on_hangup(
+                hup,
+                config_path,
+                live.clone(),
+                notifier.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Err(e) => tracing::error!("cannot listen for SIGHUP: {e}"),
     }
 
     shutdown.cancelled().await;
@@ -331,27 +339,27 @@ const TRIM_TICK: Duration = Duration::from_secs(5);
 
 /// SIGHUP: read the config file again and use its policy, templates and limits.
 /// A bad file changes nothing: the error is logged and the old config stays.
+/// `hup` is listened to from before READY, and also without a config file (the
+/// embedded default): SIGHUP's default action would end the daemon.
 async fn reload_on_hangup(
-    path: PathBuf,
+    mut hup: tokio::signal::unix::Signal,
+    path: Option<PathBuf>,
     live: Shared,
     notifier: Arc<Notifier>,
     shutdown: CancellationToken,
 ) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGHUP: {e}");
-            return;
-        }
-    };
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = hup.recv() => {}
         }
+        let Some(path) = &path else {
+            tracing::info!("SIGHUP: running on the embedded default, no file to reload");
+            continue;
+        };
         notifier.reloading();
         let current = live.read().expect("config lock poisoned").clone();
-        match reload(&path, &current) {
+        match reload(path, &current) {
             Ok((next, changes)) => {
                 if changes.is_empty() {
                     tracing::info!(config = %path.display(), "configuration reloaded: nothing changed");
@@ -455,20 +463,26 @@ pub fn reload(path: &Path, old: &Live) -> Result<(Live, Vec<String>)> {
     ))
 }
 
-/// Cancels `token` on SIGTERM, SIGINT (ctrl-c).
+/// Cancels `token` on SIGTERM, SIGINT (ctrl-c). The handlers are in place when
+/// this returns (a task installing them later left a signal sent right after the
+/// start to the default action).
 pub fn stop_on_signals(token: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (term, int) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    );
+    let (mut term, mut int) = match (term, int) {
+        (Ok(t), Ok(i)) => (t, i),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!("cannot listen for SIGTERM/SIGINT: {e}");
+            return;
+        }
+    };
     tokio::spawn(async move {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!("cannot listen for SIGTERM: {e}");
-                    return;
-                }
-            };
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = int.recv() => {}
         }
         token.cancel();
     });

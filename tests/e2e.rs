@@ -370,6 +370,51 @@ fn systemd_notify_ready_status_watchdog_stopping() {
     assert!(stopping, "STOPPING=1 on SIGTERM");
 }
 
+/// `mpnd run` with no config at all (the embedded default, as the README's first
+/// command runs it): ready, a SIGHUP right after the start neither kills it nor
+/// reloads anything, SIGTERM stops it cleanly. (The handlers were installed by
+/// tasks after READY, so a signal sent right then met the default action.)
+#[test]
+fn embedded_default_survives_sighup_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let log_path = dir.path().join("daemon.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mpnd"))
+        .env_remove("MPND_CONFIG")
+        .current_dir(dir.path())
+        .args(["run"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    wait_until("mpnd started", Duration::from_secs(20), || {
+        log().contains("mpnd started")
+    });
+    let pid = child.id() as libc::pid_t;
+    // SAFETY: kill(2) on our own child's pid.
+    unsafe { libc::kill(pid, libc::SIGHUP) };
+    wait_until("the SIGHUP logged", Duration::from_secs(10), || {
+        log().contains("no file to reload")
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "SIGHUP ended it: {}",
+        log()
+    );
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(start.elapsed() < Duration::from_secs(15), "{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}: {}", log());
+    assert!(dir.path().join("var").is_dir(), "state under ./var");
+}
+
 #[test]
 fn sighup_reloads_good_config_and_keeps_running_on_bad() {
     let mut w = maildir_world();

@@ -272,7 +272,9 @@ fn handle_tag(out: &mut Out, tables: &mut Vec<Table>, name: &str, closing: bool)
                 start_cell(out, tables);
             }
         }
-        _ if (name == "br" || BLOCK_TAGS.contains(&name)) && joins_in_cell(out, tables) => {}
+        _ if tables.last().is_some_and(|t| t.in_cell)
+            && (name == "br" || BLOCK_TAGS.contains(&name))
+            && joins_in_cell(out, tables) => {}
         "br" => out.newline(),
         _ if BLOCK_TAGS.contains(&name) => out.soft_newline(),
         _ => {}

@@ -243,57 +243,86 @@ pub(crate) struct Token {
     pub separated: bool,
 }
 
+/// Most digit groups one run joins ("1 2 3 4 5 6 7 8 9 0 1 2" at most).
+const MAX_GROUPS: usize = 12;
+
 /// Digit groups (byte ranges) joined by single separators, and the separators:
-/// "6 173 402" or "12.11.2025".
+/// "6 173 402" or "12.11.2025". Fixed arrays: a line holds many runs, most of them
+/// one short group ("25 seats"), and each was two allocations.
 struct Run {
-    groups: Vec<(usize, usize)>,
-    seps: Vec<u8>,
+    groups: [(usize, usize); MAX_GROUPS],
+    seps: [u8; MAX_GROUPS],
+    len: usize,
 }
 
-fn runs(line: &str) -> Vec<Run> {
-    let bytes = line.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() {
-            i += 1;
-            continue;
-        }
-        let mut groups = Vec::new();
-        let mut seps = Vec::new();
-        loop {
-            let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            groups.push((start, i));
-            let joined = i + 1 < bytes.len()
-                && matches!(bytes[i], b' ' | b'-' | b'.' | b'/')
-                && bytes[i + 1].is_ascii_digit();
-            if !joined || groups.len() >= 12 {
-                break;
-            }
-            seps.push(bytes[i]);
-            i += 1;
-        }
-        out.push(Run { groups, seps });
+impl Run {
+    fn groups(&self) -> &[(usize, usize)] {
+        &self.groups[..self.len]
     }
-    out
+
+    fn seps(&self) -> &[u8] {
+        &self.seps[..self.len - 1]
+    }
+
+    fn digits(&self) -> usize {
+        self.groups().iter().map(|(s, e)| e - s).sum()
+    }
+}
+
+/// The next run at or after `i`, and where the search goes on.
+fn next_run(bytes: &[u8], mut i: usize) -> Option<(Run, usize)> {
+    while i < bytes.len() && !bytes[i].is_ascii_digit() {
+        i += 1;
+    }
+    if i >= bytes.len() {
+        return None;
+    }
+    let mut run = Run {
+        groups: [(0, 0); MAX_GROUPS],
+        seps: [0; MAX_GROUPS],
+        len: 0,
+    };
+    loop {
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        run.groups[run.len] = (start, i);
+        run.len += 1;
+        let joined = i + 1 < bytes.len()
+            && matches!(bytes[i], b' ' | b'-' | b'.' | b'/')
+            && bytes[i + 1].is_ascii_digit();
+        if !joined || run.len >= MAX_GROUPS {
+            break;
+        }
+        run.seps[run.len - 1] = bytes[i];
+        i += 1;
+    }
+    Some((run, i))
 }
 
 /// The ID-shaped numbers of a line (see the module documentation).
 pub(crate) fn tokens(line: &str) -> Vec<Token> {
     let bytes = line.as_bytes();
     let mut out = Vec::new();
-    for Run { groups, seps } in runs(line) {
-        let (Some(&(start, _)), Some(&(_, end))) = (groups.first(), groups.last()) else {
+    let mut at = 0;
+    while let Some((run, next)) = next_run(bytes, at) {
+        at = next;
+        // Fewer than six digits in all make no ID in any shape below.
+        if run.digits() < 6 {
             continue;
-        };
+        }
+        let (groups, seps) = (run.groups(), run.seps());
+        let (start, end) = (groups[0].0, groups[groups.len() - 1].1);
         if glued_before(line, start) || glued_after(bytes, end) || is_phone(&line[..start]) {
             continue;
         }
-        let lens: Vec<usize> = groups.iter().map(|(s, e)| e - s).collect();
-        if is_date(&lens, &seps, line, &groups) {
+        let mut lens = [0usize; MAX_GROUPS];
+        for (l, (s, e)) in lens.iter_mut().zip(groups) {
+            *l = e - s;
+        }
+        let lens = &lens[..groups.len()];
+        if is_date(lens, seps, line, groups) {
             continue;
         }
         let digits = |s: usize, e: usize| line[s..e].to_string();
@@ -478,15 +507,15 @@ fn sentence_end(s: &str) -> usize {
 /// Whether a period after `before` ends a sentence rather than an abbreviation:
 /// after a word of 4+ letters, a digit or a closing parenthesis.
 fn ends_sentence_with_period(before: &str) -> bool {
-    let word: String = before
+    let mut word = before
         .chars()
         .rev()
-        .take_while(|c| c.is_alphanumeric() || *c == ')')
-        .collect();
-    if word.starts_with(')') || word.chars().next().is_some_and(|c| c.is_ascii_digit()) {
-        return true;
+        .take_while(|c| c.is_alphanumeric() || *c == ')');
+    match word.next() {
+        None => false,
+        Some(last) if last == ')' || last.is_ascii_digit() => true,
+        Some(_) => word.take(3).count() == 3,
     }
-    word.chars().count() >= 4
 }
 
 /// Largest index `<= i` that is a char boundary of `s`.
@@ -829,10 +858,14 @@ fn found_at(
     // The line's first 240 characters, cut at a char boundary (collecting them one
     // char at a time was 4% of triage).
     let line_text = block.lines[index].text.trim();
-    let cut = line_text
-        .char_indices()
-        .nth(240)
-        .map_or(line_text.len(), |(i, _)| i);
+    let cut = if line_text.len() <= 240 {
+        line_text.len() // no more bytes, so no more chars
+    } else {
+        line_text
+            .char_indices()
+            .nth(240)
+            .map_or(line_text.len(), |(i, _)| i)
+    };
     Found {
         id: token.digits.clone(),
         source: block.lines[index].source,

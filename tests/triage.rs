@@ -239,6 +239,16 @@ fn red_team_g_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-g", 45, KNOWN_FIXTURE_G_MISSES);
 }
 
+/// The eighth round (`tests/fixtures/triage-h/`): 45 blind mails about who writes
+/// and the conversation around the mail (replies to our confirmations, follow-ups,
+/// colleagues and shared mailboxes, service providers and send-on-behalf, our own
+/// sales staff forwarding, long threads, sister companies, resent and list mail),
+/// run against [`KNOWN_FIXTURE_H_MISSES`].
+#[test]
+fn red_team_h_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-h", 45, KNOWN_FIXTURE_H_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -339,6 +349,20 @@ const KNOWN_FIXTURE_F_MISSES: &[&str] = &[];
 
 /// Seventh-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_G_MISSES: &[&str] = &[];
+
+/// Eighth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_H_MISSES: &[&str] = &[
+    // The reseller insists on its revoked ID ("Bitte tragen Sie die 3981022 wieder
+    // ein"); the label wants a reject (its own old ID). Triage reads no ID statement
+    // ("unter Kontoeinstellungen … die 3981022 angezeigt" is a label, and our quoted
+    // rejection calls it old) and asks for review. Safe: never an apply.
+    "h07_de_exchange_rejected_reply_insists_on_old_id.eml",
+    // Two companies' IDs, each after "<Company> (Ihr Konto R-…):"; the label wants
+    // the sender's own ID found and reviewed (the other company's account cannot be
+    // switched by this sender). Triage reads "Konto" as the label of both numbers
+    // and finds none. The decision, review, is the label's.
+    "h37_de_thunderbird_own_and_sister_reseller_ids.eml",
+];
 
 #[test]
 fn reseller_corpus_rejects_name_the_reseller() {
@@ -936,6 +960,120 @@ fn edited_subjects_alternatives_and_owners() {
             "für unser Konto <number>",
             msg(DE, "neue MPN-ID", "Bitte die neue MPN-ID für unser Konto 40078125 eintragen, sie kommt morgen.").build(),
             none(),
+        ),
+    ]);
+}
+
+/// Round H (blind fixtures): a registered contact may give the ID of another
+/// company by name (a customer it looks after, a company it acquired); the name of
+/// the sender's own company (or its domain) is fine; Microsoft holds no one's ID.
+#[test]
+fn named_holders_of_the_id() {
+    run_cases(vec![
+        (
+            "der Firma des Absenders",
+            msg(DE, "Partner-ID", "Die neue Partner-ID der Falkenstein Systemhaus GmbH lautet: 6831260").build(),
+            apply("6831260"),
+        ),
+        (
+            "der Firma eines anderen",
+            msg(DE, "Partner-ID", "ich schreibe im Auftrag der Förde IT GmbH.\n\nDie neue Partner-ID der Förde IT GmbH lautet: 6831261").build(),
+            id("6831261", Decision::Review),
+        ),
+        (
+            "name right after the number",
+            msg(DE, "Neue MPN-ID", "Neue MPN-ID: 6831262 (Förde IT GmbH)").build(),
+            id("6831262", Decision::Review),
+        ),
+        (
+            "another company's, possessive",
+            msg(EN, "New ID", "Redwood Lane's new location ID is 7245570. Please put it on their account.").build(),
+            id("7245570", Decision::Review),
+        ),
+        (
+            "own company's, possessive",
+            msg(EN, "New ID", "Greenway's new location ID is 7245571.").build(),
+            apply("7245571"),
+        ),
+        (
+            "Microsoft's",
+            msg(EN, "New ID", "Microsoft's new Partner ID for us is 7245572.").build(),
+            apply("7245572"),
+        ),
+        // A name of common words alone tells nothing.
+        (
+            "common words only",
+            msg(DE, "Neue ID", "Die neue MPN-ID der IT Service GmbH: 6831263").build(),
+            apply("6831263"),
+        ),
+        // "Sie." ends a sentence: the keyword before it names the first number only.
+        (
+            "Sie. ends the sentence",
+            msg(DE, "Re: zwei Nummern", "die 6831264 ist die Standort-ID (PLA) – die brauchen Sie. Die 6831246 ist unser globales Konto, die bitte nicht eintragen.").build(),
+            apply("6831264"),
+        ),
+    ]);
+}
+
+/// Round H: a bare number the author repeats from the quoted thread takes the name
+/// the quote gives it, read in full: new (or unsaid) and the sender's own only.
+#[test]
+fn numbers_repeated_from_the_quote() {
+    let quote = |line: &str| {
+        format!("\n\nAm 10.11.2026 schrieb Sebastian Falk <einkauf@falkenstein-sh.example>:\n> Hallo,\n>\n> {line}\n>\n> Gruß S. Falk\n")
+    };
+    run_cases(vec![
+        (
+            "repeat of the quoted new ID",
+            msg(
+                DE,
+                "Re: Neue Partner-ID",
+                &format!(
+                    "klar, hier nochmal von der Firmenadresse: 6831270{}",
+                    quote("unsere neue Partner-ID ist 6831270, bitte eintragen.")
+                ),
+            )
+            .build(),
+            apply("6831270"),
+        ),
+        (
+            "repeat of a number the quote calls old",
+            msg(
+                DE,
+                "Re: Partner-ID",
+                &format!(
+                    "hier nochmal: 6831271{}",
+                    quote("unsere bisherige Partner-ID 6831271 ist gesperrt.")
+                ),
+            )
+            .build(),
+            id("6831271", Decision::Review),
+        ),
+        (
+            "repeat of a customer's ID from the quote",
+            msg(
+                DE,
+                "Re: Partner-ID",
+                &format!(
+                    "hier nochmal: 6831272{}",
+                    quote("die Partner-ID unseres Kunden ist 6831272.")
+                ),
+            )
+            .build(),
+            id("6831272", Decision::Review),
+        ),
+        (
+            "repeat of the quoted global account",
+            msg(
+                DE,
+                "Re: Partner-ID",
+                &format!(
+                    "hier nochmal: 6831273{}",
+                    quote("unsere globale Konto-ID (PGA) ist 6831273.")
+                ),
+            )
+            .build(),
+            id("6831273", Decision::Review),
         ),
     ]);
 }

@@ -35,6 +35,9 @@ pub(crate) struct Choice {
     pub review: Vec<String>,
     /// Short explanation of a none/ambiguous outcome.
     pub explanation: Option<String>,
+    /// The companies the author names as the chosen ID's holder (see
+    /// `Found::owner`).
+    pub owners: Vec<String>,
 }
 
 struct Ranked {
@@ -89,6 +92,7 @@ pub(crate) fn choose(
         candidates: Vec::new(),
         review: Vec::new(),
         explanation: None,
+        owners: Vec::new(),
     };
     let Some(best) = best else {
         choice.explanation = Some(explain_none(&ranked));
@@ -174,6 +178,11 @@ pub(crate) fn choose(
         .iter()
         .filter(|r| r.loss.is_none() && r.found.id == winner)
         .collect();
+    for owner in winners.iter().filter_map(|r| r.found.owner.as_ref()) {
+        if !choice.owners.contains(owner) {
+            choice.owners.push(owner.clone());
+        }
+    }
     if winners.iter().all(|r| r.found.role == Role::Pga) {
         // "PGA 6771205 / PLA noch nicht vorhanden": the author says the ID to apply
         // does not exist yet, so the mail gives none.
@@ -467,6 +476,7 @@ mod tests {
             disowned: None,
             correction: false,
             alternative_to: None,
+            owner: None,
         }
     }
 

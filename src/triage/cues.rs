@@ -651,6 +651,75 @@ static OWNER_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// A company's name: capitalised words ending in a legal form ("Förde IT GmbH",
+/// "Redwood Lane IT LLC", "Kessler & Partner OHG").
+const COMPANY: &str = r"((?:(?:[A-ZÄÖÜ0-9][\w&.'’+/-]*|&)\s+){1,6}(?:GmbH(?:\s*&\s*Co\.\s*KG)?|mbH|AG|KGaA|KG|OHG|UG|GbR|SE|e\.\s?K\.|LLC|Ltd\.?|Limited|Inc\.?|Corp\.?|PLC|plc|LLP|B\.V\.|BV|N\.V\.|S\.A\.|SAS|SARL|S\.r\.l\.|AB|Oy|ApS|A/S|Pty\.?\s+Ltd\.?))(?:[^\w]|$)";
+
+/// The cheap test before [`OWNER_OF`]: a legal form at all.
+static LEGAL_FORM: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"\b(?:GmbH|mbH|AG|KG|OHG|UG|GbR|SE|e\.\s?K|LLC|Ltd|Limited|Inc|Corp|PLC|plc|LLP|B\.V|BV|N\.V|S\.A|SAS|SARL|S\.r\.l|AB|Oy|ApS|A/S|Pty)\b",
+    )
+});
+
+/// A company named as the holder: "der Förde IT GmbH", "für die Firma X GmbH", "of
+/// Redwood Lane IT LLC".
+static OWNER_OF: LazyLock<Regex> = LazyLock::new(|| {
+    compile(&format!(
+        r"(?:^|[\s,(])(?:der|des|vom|von|für|fuer|for|of)\s+(?:(?:der|die|dem|den|the)\s+)?(?:(?:Firma|firm|company)\s+)?{COMPANY}"
+    ))
+});
+
+/// The same right after the number: "6557038 (Förde IT GmbH)", "7604519 für die
+/// Redwood Lane IT LLC".
+static OWNER_OF_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(&format!(
+        r"^[\s,(–-]*(?:(?:der|des|vom|von|für|fuer|for|of)\s+(?:(?:der|die|dem|den|the)\s+)?(?:(?:Firma|firm|company)\s+)?)?{COMPANY}"
+    ))
+});
+
+/// A proper name that owns the keyword right after it: "Redwood Lane's new".
+static OWNER_POSSESSIVE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r"((?:[A-ZÄÖÜ][\w&.-]*\s+){0,3}[A-ZÄÖÜ][\w&.-]*)(?:'s|’s)\s+(?:[\w-]+\s+){0,2}$")
+});
+
+/// The company the author names as the holder of an ID: in `before` (the text
+/// right before its keyword) as a possessive, in `between` (keyword to number) or
+/// at the start of `after` as "der/of/für <name with legal form>". Microsoft (and
+/// its Partner Center) holds no reseller's ID.
+pub(crate) fn named_owner(before: &str, between: &str, after: &str) -> Option<String> {
+    let name = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let owner = if before.contains("'s") || before.contains("’s") {
+        OWNER_POSSESSIVE
+            .captures(before)
+            .and_then(|c| c.get(1))
+            .map(|m| name(m.as_str()))
+    } else {
+        None
+    }
+    .or_else(|| {
+        LEGAL_FORM
+            .is_match(between)
+            .then(|| OWNER_OF.captures_iter(between).last())
+            .flatten()
+            .and_then(|c| c.get(1))
+            .map(|m| name(m.as_str()))
+    })
+    .or_else(|| {
+        LEGAL_FORM
+            .is_match(after)
+            .then(|| OWNER_OF_AFTER.captures(after))
+            .flatten()
+            .and_then(|c| c.get(1))
+            .map(|m| name(m.as_str()))
+    })?;
+    let lower = owner.to_lowercase();
+    (!["microsoft", "partner center", "partner centre"]
+        .iter()
+        .any(|w| lower.contains(w)))
+    .then_some(owner)
+}
+
 /// Where a correction cue ends in `text`, if there is one (see [`CORRECTION`]).
 pub(crate) fn correction_end(text: &str) -> Option<usize> {
     CORRECTION.find_iter(text).last().map(|m| m.end())

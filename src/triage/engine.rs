@@ -79,6 +79,7 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
         which,
     );
     check_html_alternative(&mut choice, &parsed);
+    check_named_owner(&mut choice, &parsed, registry, &own);
 
     let decided = decide(
         choice.outcome,
@@ -134,6 +135,117 @@ fn check_html_alternative(choice: &mut Choice, parsed: &Parsed) {
     choice.explanation = Some(format!(
         "the plain text and the HTML version disagree: {why}"
     ));
+}
+
+/// A registered contact may write for another company ("die neue Partner-ID der
+/// Förde IT GmbH", "Redwood Lane's new location ID", after an acquisition or as its
+/// service provider): an ID named as another company's is not the sender's to
+/// apply, whoever sends it. Compared by the name's distinctive words against the
+/// sender's reseller (its company name, domains and contact addresses) and our own
+/// domains; a name of nothing but common words ("IT Service GmbH") decides nothing.
+fn check_named_owner(choice: &mut Choice, parsed: &Parsed, registry: &Registry, own: &Own) {
+    if choice.id.is_none() || choice.owners.is_empty() {
+        return;
+    }
+    let Some(from) = parsed.headers.from.as_deref() else {
+        return;
+    };
+    let [sender] = sender_accounts(from, registry)[..] else {
+        return; // unknown or several resellers: reviewed anyway
+    };
+    let mut known = sender.company.to_lowercase();
+    for d in sender
+        .domains
+        .iter()
+        .chain(&sender.contact_emails)
+        .chain(&own.domains)
+    {
+        known.push(' ');
+        known.push_str(&d.to_lowercase());
+    }
+    let Some(owner) = choice
+        .owners
+        .iter()
+        .find(|o| names_another_company(o, &known))
+    else {
+        return;
+    };
+    choice.review.push(format!(
+        "the mail gives the ID as {owner}'s, the sender writes for {} ({})",
+        sender.company, sender.account
+    ));
+}
+
+/// Whether `owner` has a distinctive word that `known` (lower case) lacks in all.
+fn names_another_company(owner: &str, known: &str) -> bool {
+    const COMMON: &[&str] = &[
+        "gmbh",
+        "mbh",
+        "kgaa",
+        "ohg",
+        "gbr",
+        "llc",
+        "ltd",
+        "limited",
+        "inc",
+        "corp",
+        "plc",
+        "llp",
+        "sas",
+        "sarl",
+        "srl",
+        "aps",
+        "pty",
+        "und",
+        "and",
+        "the",
+        "der",
+        "die",
+        "das",
+        "von",
+        "for",
+        "edv",
+        "service",
+        "services",
+        "solutions",
+        "systems",
+        "system",
+        "systemhaus",
+        "computer",
+        "computers",
+        "tech",
+        "technology",
+        "technologies",
+        "technik",
+        "digital",
+        "cloud",
+        "partner",
+        "partners",
+        "group",
+        "gruppe",
+        "data",
+        "datentechnik",
+        "consulting",
+        "informatik",
+        "software",
+        "network",
+        "networks",
+        "netzwerk",
+        "netzwerke",
+        "office",
+        "büro",
+        "buero",
+        "media",
+        "handel",
+        "firma",
+        "company",
+    ];
+    let lower = owner.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| w.chars().count() >= 3 && !COMMON.contains(w))
+        .collect();
+    !words.is_empty() && words.iter().all(|w| !known.contains(w))
 }
 
 fn ignored(parsed: Parsed, reason: String, registry: &Registry) -> Triage {

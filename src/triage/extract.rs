@@ -79,6 +79,10 @@ pub(crate) struct Found {
     /// The number before it in the same sentence, when the two are offered as
     /// alternatives ("die 6840157 – oder, laut meinem Kollegen, die 6840175").
     pub alternative_to: Option<String>,
+    /// The company the author gives the ID to by name ("die neue Partner-ID der
+    /// Förde IT GmbH", "Redwood Lane's new location ID"): triage compares it with
+    /// the sender's reseller (see `engine`).
+    pub owner: Option<String>,
 }
 
 /// Most possible IDs examined per mail: a mail with more numbers is no reseller note.
@@ -124,30 +128,85 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
     let subject_retracted = blocks.iter().flat_map(|b| &b.lines).any(|l| {
         matches!(l.source, Source::Body | Source::Signature) && cues::retracts_subject(&l.text)
     });
-    for (n, block) in std::iter::once(&subject_block).chain(blocks).enumerate() {
-        let blanked: Vec<String> = block.lines.iter().map(|l| blank(&l.text)).collect();
+    let all: Vec<&Block> = std::iter::once(&subject_block).chain(blocks).collect();
+    let blanked: Vec<Vec<String>> = all
+        .iter()
+        .map(|b| b.lines.iter().map(|l| blank(&l.text)).collect())
+        .collect();
+    // Where each quoted number stands, for `repeated_from_quote`.
+    let mut quoted_at: Vec<(usize, usize, Token, Option<usize>)> = Vec::new();
+    'blocks: for (n, block) in all.iter().enumerate() {
         for (index, line) in block.lines.iter().enumerate() {
             if found.len() >= MAX_FOUND {
-                return found;
+                break 'blocks;
             }
             if line.text.bytes().filter(u8::is_ascii_digit).count() < 6 {
                 continue;
             }
-            let line_tokens = tokens(&blanked[index]);
+            let line_tokens = tokens(&blanked[n][index]);
             for (i, token) in line_tokens.iter().enumerate() {
                 if found.len() >= MAX_FOUND {
                     break;
                 }
                 let next = line_tokens.get(i + 1).map(|t| t.start);
-                let mut f = read_context(block, &blanked, index, token, next);
+                let mut f = read_context(block, &blanked[n], index, token, next, false);
                 if n == 0 && subject_retracted && f.disowned.is_none() {
                     f.disowned = Some("the author says the subject is wrong");
+                }
+                if f.source == Source::Quoted && f.strength == Strength::Strong {
+                    quoted_at.push((n, index, token.clone(), next));
                 }
                 found.push(f);
             }
         }
     }
+    repeated_from_quote(&mut found, &all, &blanked, &quoted_at);
     found
+}
+
+/// "klar, hier nochmal von der Firmenadresse: 6418573" above the author's quoted
+/// earlier mail "unsere neue Partner-ID ist 6418573": a bare number of the author's
+/// that the quoted thread names as the new ID takes that name, once the quoted
+/// sentence is read in full (a quote that calls it old, another company's or a
+/// global account gives nothing). Only then: reading every quoted number in full is
+/// most of the work triage would do.
+fn repeated_from_quote(
+    found: &mut [Found],
+    blocks: &[&Block],
+    blanked: &[Vec<String>],
+    quoted_at: &[(usize, usize, Token, Option<usize>)],
+) {
+    for f in found.iter_mut() {
+        if f.source == Source::Quoted
+            || f.strength != Strength::None
+            || f.disowned.is_some()
+            || f.distractor.is_some()
+            || f.temporal != Temporal::Unsaid
+        {
+            continue;
+        }
+        let named = quoted_at
+            .iter()
+            .filter(|(_, _, t, _)| t.digits == f.id)
+            .map(|(n, index, t, next)| {
+                read_context(blocks[*n], &blanked[*n], *index, t, *next, true)
+            })
+            .find(|q| {
+                q.strength == Strength::Strong
+                    && matches!(q.temporal, Temporal::New | Temporal::Unsaid)
+                    && q.role != Role::Pga
+                    && q.distractor.is_none()
+                    && q.disowned.is_none()
+                    && q.alternative_to.is_none()
+            });
+        if let Some(q) = named {
+            f.strength = Strength::Strong;
+            f.keyword = q.keyword;
+            f.temporal = q.temporal;
+            f.role = q.role;
+            f.owner = f.owner.take().or(q.owner);
+        }
+    }
 }
 
 /// Whether the author says the location (PLA) ID is still missing ("PLA noch nicht
@@ -505,16 +564,44 @@ fn sentence_end(s: &str) -> usize {
 }
 
 /// Whether a period after `before` ends a sentence rather than an abbreviation:
-/// after a word of 4+ letters, a digit or a closing parenthesis.
+/// after a word of 4+ letters, a digit or a closing parenthesis; after a word of two
+/// or three letters unless it is a known abbreviation ("Nr.", "bzw.", "Tel.": "die
+/// brauchen Sie. Die 6347068 …" ends a sentence).
 fn ends_sentence_with_period(before: &str) -> bool {
-    let mut word = before
+    /// Abbreviations of two or three letters that stand before a number or a name.
+    const ABBREVIATIONS: &[&str] = &[
+        "nr", "no", "bzw", "ca", "tel", "str", "dr", "fr", "hr", "vgl", "usw", "etc", "co", "inc",
+        "ltd", "mr", "mrs", "ms", "st", "abs", "bsp", "geb", "gez", "jr", "sr", "vs", "fa", "kd",
+        "kto", "ust", "abt", "ggf", "evt", "mio", "mrd", "tsd", "min", "max", "std", "ref", "att",
+        "cc", "pp", "ff", "rd", "apt", "ave", "jan", "feb", "mär", "apr", "jun", "jul", "aug",
+        "sep", "okt", "oct", "nov", "dez", "dec", "az", "id", "bd", "hrb", "hra", "kw", "vol",
+        "ed", "fig", "tab", "ziff", "lit",
+    ];
+    let mut rev = before
         .chars()
         .rev()
         .take_while(|c| c.is_alphanumeric() || *c == ')');
-    match word.next() {
+    match rev.next() {
         None => false,
         Some(last) if last == ')' || last.is_ascii_digit() => true,
-        Some(_) => word.take(3).count() == 3,
+        Some(_) => {
+            let len = 1 + rev.take(3).count();
+            if len >= 4 {
+                return true;
+            }
+            if len == 1 {
+                return false; // "z. B.", "d. h.", an initial
+            }
+            let cut = before.len()
+                - before
+                    .chars()
+                    .rev()
+                    .take(len)
+                    .map(char::len_utf8)
+                    .sum::<usize>();
+            let word = before[cut..].to_lowercase();
+            !ABBREVIATIONS.contains(&word.as_str())
+        }
     }
 }
 
@@ -667,6 +754,7 @@ fn read_context(
     index: usize,
     token: &Token,
     next: Option<usize>,
+    full: bool,
 ) -> Found {
     let line = &blanked[index];
     let (clause, line_start) = backward_context(block, blanked, index, token.start);
@@ -674,7 +762,8 @@ fn read_context(
 
     // The ID keyword: nearest before the number, else right after it. A quoted
     // number needs the distractors only to tell its keyword (see below).
-    let quoted = block.lines[index].source == Source::Quoted;
+    // `full`: read a quoted number like the author's (see `repeated_from_quote`).
+    let quoted = block.lines[index].source == Source::Quoted && !full;
     let (clause_distractors, (strong, weak)) = if quoted {
         (Vec::new(), cues::keywords_alone(&clause))
     } else {
@@ -811,6 +900,14 @@ fn read_context(
         .then(|| digits_ending_at(&clause, prev))
         .filter(|d| d.len() >= 6);
 
+    // Whose ID: a company named between the keyword and the number, right after the
+    // number, or as the owner of the keyword ("Redwood Lane's new location ID").
+    let since_start = clause.len() - since_prev.len();
+    let owner = match backward_kw.as_ref().filter(|k| k.start >= since_start) {
+        Some(k) => cues::named_owner(&clause[since_start..k.start], &clause[k.end..], after),
+        None => cues::named_owner("", "", after),
+    };
+
     Found {
         temporal,
         role,
@@ -818,6 +915,7 @@ fn read_context(
         disowned,
         correction,
         alternative_to,
+        owner,
         ..found_at(block, index, line, token, keyword, strength)
     }
 }
@@ -881,6 +979,7 @@ fn found_at(
         disowned: None,
         correction: false,
         alternative_to: None,
+        owner: None,
     }
 }
 

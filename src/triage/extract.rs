@@ -959,8 +959,11 @@ fn found_at(
     let cut = if line_text.len() <= 240 {
         line_text.len() // no more bytes, so no more chars
     } else {
+        // The 241st char starts at the 241st byte that is no UTF-8 continuation.
         line_text
-            .char_indices()
+            .bytes()
+            .enumerate()
+            .filter(|(_, b)| (*b as i8) >= -0x40)
             .nth(240)
             .map_or(line_text.len(), |(i, _)| i)
     };

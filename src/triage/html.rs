@@ -160,7 +160,11 @@ pub(crate) fn html_to_text(html: &str) -> String {
             continue;
         }
         if skip_depth.is_some() {
-            i += next_char_len(html, i);
+            // Nothing but the next tag matters inside a skipped element.
+            i = bytes[i..]
+                .iter()
+                .position(|&b| b == b'<')
+                .map_or(bytes.len(), |p| i + p);
             continue;
         }
         if bytes[i] == b'&' {
@@ -170,17 +174,18 @@ pub(crate) fn html_to_text(html: &str) -> String {
                 continue;
             }
         }
-        let len = next_char_len(html, i);
-        if let Some(c) = html[i..i + len].chars().next() {
+        // The text up to the next tag or entity, in one go (an '&' that is no
+        // entity is text, and starts the run).
+        let end = bytes[i + 1..]
+            .iter()
+            .position(|&b| b == b'<' || b == b'&')
+            .map_or(bytes.len(), |p| i + 1 + p);
+        for c in html[i..end].chars() {
             out.push_char(c);
         }
-        i += len;
+        i = end;
     }
     out.text
-}
-
-fn next_char_len(s: &str, i: usize) -> usize {
-    s[i..].chars().next().map_or(1, char::len_utf8)
 }
 
 /// Index of the '>' that closes the tag opened before `from`, honouring quoted
@@ -209,11 +214,11 @@ fn parse_tag(inner: &str) -> Option<(String, bool)> {
         Some(r) => (true, r),
         None => (false, inner),
     };
-    let name: String = rest
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == ':' || *c == '-')
-        .flat_map(char::to_lowercase)
-        .collect();
+    let len = rest
+        .bytes()
+        .take_while(|b| b.is_ascii_alphanumeric() || *b == b':' || *b == b'-')
+        .count();
+    let name = rest[..len].to_ascii_lowercase();
     if name.is_empty() {
         return None;
     }

@@ -253,6 +253,15 @@ fn red_team_h_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-h", 45, KNOWN_FIXTURE_H_MISSES);
 }
 
+/// The ninth round (`tests/fixtures/triage-i/`): a blind twin of the corpus, with a
+/// registry of its own (other resellers, domains and old IDs) and 45 mails of every
+/// corpus category in other words, clients and MIME shapes, as the acceptance
+/// corpus will be; run against [`KNOWN_FIXTURE_I_MISSES`].
+#[test]
+fn red_team_i_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-i", 45, KNOWN_FIXTURE_I_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -359,6 +368,9 @@ const KNOWN_FIXTURE_F_MISSES: &[&str] = &[];
 
 /// Seventh-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_G_MISSES: &[&str] = &[];
+
+/// Ninth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_I_MISSES: &[&str] = &[];
 
 /// Eighth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_H_MISSES: &[&str] = &[
@@ -1085,6 +1097,34 @@ fn numbers_repeated_from_the_quote() {
             .build(),
             id("6831273", Decision::Review),
         ),
+    ]);
+}
+
+/// Round I (a blind twin of the corpus): "registered" as a verb labels nothing
+/// (only "Registered in/No./office" does), and commas separate thousands or list.
+#[test]
+fn registered_as_a_verb_and_commas() {
+    run_cases(vec![
+        (
+            "we registered as an indirect reseller",
+            msg(EN, "IDs", "The location-level PartnerID for our Leeds office - that's the location we registered as an indirect reseller - is 7245580. Partner Center also shows a global PGA ID of 7245558.").build(),
+            apply("7245580"),
+        ),
+        (
+            "registered both offices, which one",
+            msg(EN, "Two location IDs", "We registered both offices, so we have two location IDs:\n\nHexham office: 7245582\nNewcastle office: 7245583\n\nCould you pick the right one?").build(),
+            ambiguous(),
+        ),
+        (
+            "Registered in England stays a label",
+            msg(EN, "New ID", "Our new Partner ID is 7245584.\n\nGreenway IT Ltd\nRegistered in England No. 08123456").build(),
+            apply("7245584"),
+        ),
+        ("thousands commas", msg(EN, "New ID", "Our new Partner ID is 7,245,585 (location).").build(), apply("7245585")),
+        ("a comma list", msg(DE, "Neue IDs", "Unsere neuen MPN-IDs: 6831282,6831283").build(), ambiguous()),
+        // A plural keyword's "new" is said of each number it names.
+        ("neuen MPN-IDs: x und y", msg(DE, "Neue IDs", "Unsere neuen MPN-IDs: 6831284 und 6831285").build(), ambiguous()),
+        ("neue Partner-IDs: x / y", msg(DE, "Neue IDs", "Neue Partner-IDs: 6831286 / 6831287").build(), ambiguous()),
     ]);
 }
 

@@ -97,7 +97,7 @@ static DISTRACTOR: LazyLock<Regex> = LazyLock::new(|| {
           | ticket\w* | case | fallnummer | servicefall\w* | service[\s-]*(?:ticket|case) | vorgang\w* | vorgangs\w* | incident\w* | request\w* | anfrage\w* | support\w* | service[\s-]*request
           | aktenzeichen | az\.? | referenz\w* | reference\w* | ref\.? | message[\s-]*id
           | tel\.? | telefon\w* | telephone | phone\w* | fon | fax\w* | telefax | mobil\w* | mobile | handy | cell | durchwahl | hotline | whatsapp | reach\s+me | erreichbar\w* | call | anrufen | rückruf\w* | ruf
-          | hrb | hra | handelsregister\w* | registergericht\w* | amtsgericht\w* | register(?:nummer|nr)? | registered(?:\s+(?:in|no\.?|number|office|company))? | reg\.?\s*no\.?
+          | hrb | hra | handelsregister\w* | registergericht\w* | amtsgericht\w* | register(?:nummer|nr)? | registered\s+(?:in|no\.?|number|office|company) | reg\.?\s*no\.?
           | company[\s-]*(?:no\.?|number|reg\w*) | companies[\s-]+house | crn | kvk | abn | acn | cvr | eori | chamber | handelskammer | ihk | registration[\s-]*(?:no\.?|number|nr\.?) | org\.?[\s-]*nr\.? | organisasjonsnummer | siret | siren | kbo | btw | duns | gln
           | ust\w* | vat\w* | steuer\w* | st\.?[\s-]*nr\.? | tax\w* | uid | mwst\w*
           | iban | bic | swift | blz | bank\w* | sort[\s-]*code | routing

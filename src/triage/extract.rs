@@ -350,7 +350,8 @@ fn next_run(bytes: &[u8], mut i: usize) -> Option<(Run, usize)> {
         run.len += 1;
         let joined = i + 1 < bytes.len()
             && matches!(bytes[i], b' ' | b'-' | b'.' | b'/')
-            && bytes[i + 1].is_ascii_digit();
+            && bytes[i + 1].is_ascii_digit()
+            || thousands_comma(bytes, start, i);
         if !joined || run.len >= MAX_GROUPS {
             break;
         }
@@ -358,6 +359,19 @@ fn next_run(bytes: &[u8], mut i: usize) -> Option<(Run, usize)> {
         i += 1;
     }
     Some((run, i))
+}
+
+/// A comma after the group `start..end` that separates thousands ("7,163,025"): the
+/// group has at most three digits and exactly three follow. A comma between longer
+/// numbers lists them ("12345,6284913").
+fn thousands_comma(bytes: &[u8], start: usize, end: usize) -> bool {
+    let three = bytes
+        .get(end + 1..end + 4)
+        .is_some_and(|g| g.iter().all(u8::is_ascii_digit));
+    bytes.get(end) == Some(&b',')
+        && end - start <= 3
+        && three
+        && !bytes.get(end + 4).is_some_and(u8::is_ascii_digit)
 }
 
 /// The ID-shaped numbers of a line (see the module documentation).
@@ -396,10 +410,14 @@ pub(crate) fn tokens(line: &str) -> Vec<Token> {
         }
         let total: usize = lens.iter().sum();
         let same_sep = seps.windows(2).all(|w| w[0] == w[1]);
-        // "6 173 402", "61-73-402", "6.173.402"; or spelled digit by digit.
-        let grouping = ((1..=4).contains(&lens[0])
-            && lens[1..].iter().all(|l| (2..=4).contains(l)))
-            || lens.iter().all(|l| *l == 1);
+        // "6 173 402", "61-73-402", "6.173.402"; or spelled digit by digit; with
+        // commas only as thousands ("7,163,025"), never a list ("1,2,3").
+        let grouping = if seps.first() == Some(&b',') {
+            (1..=3).contains(&lens[0]) && lens[1..].iter().all(|l| *l == 3)
+        } else {
+            ((1..=4).contains(&lens[0]) && lens[1..].iter().all(|l| (2..=4).contains(l)))
+                || lens.iter().all(|l| *l == 1)
+        };
         if (6..=8).contains(&total) && same_sep && grouping {
             let joined: String = groups.iter().map(|&(s, e)| &line[s..e]).collect();
             out.push(Token {
@@ -422,9 +440,20 @@ fn glued_before(line: &str, start: usize) -> bool {
     if prev.is_alphabetic() || prev == '_' {
         return true;
     }
-    // A dial string: "+49 69 365 053 721,,61203345#" (conference ID typed for the phone).
+    // A dial string: "+49 69 365 053 721,,61203345#" (conference ID typed for the
+    // phone; with one comma the '#' after it tells, see `glued_after`). One comma
+    // between two numbers of ID size lists them: "6840157,6840175".
+    if prev == ',' && line[..start - 1].ends_with(',') {
+        return true;
+    }
     if prev == ','
-        && line[..start - 1].ends_with([',', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9'])
+        && line[..start - 1].ends_with(|c: char| c.is_ascii_digit())
+        && line[..start - 1]
+            .bytes()
+            .rev()
+            .take_while(u8::is_ascii_digit)
+            .count()
+            < 6
     {
         return true;
     }
@@ -878,6 +907,12 @@ fn read_context(
         if role == Role::Unsaid {
             role = role_of(&k.text, "");
         }
+        // Likewise a plural keyword's "new" ("unsere neuen MPN-IDs: 6831282,
+        // 6831283"): each number it names is new, so none wins by coming first.
+        if temporal == Temporal::Unsaid && is_plural_keyword(&k.text) {
+            let from = floor_boundary(&clause, k.start.saturating_sub(ADJECTIVE_REACH));
+            temporal = temporal_of(&clause[from..k.end], "", false);
+        }
     }
 
     let correction = introduced_as_correction(block, blanked, index, token.start);
@@ -918,6 +953,14 @@ fn read_context(
         owner,
         ..found_at(block, index, line, token, keyword, strength)
     }
+}
+
+/// "MPN-IDs", "Partner-IDs", "location IDs", "Standortnummern": a name of several.
+fn is_plural_keyword(keyword: &str) -> bool {
+    let k = keyword.trim().to_lowercase();
+    ["ids", "nummern", "numbers", "nrn"]
+        .iter()
+        .any(|p| k.ends_with(p))
 }
 
 /// The ID keyword of the quoted line right above an answer of the author's (one
@@ -1161,6 +1204,9 @@ mod tests {
     #[test]
     fn token_shapes() {
         assert_eq!(ids("Partner-ID: 6 173 402"), ["6173402"]);
+        assert_eq!(ids("PartnerID is 7,163,025 (location)"), ["7163025"]);
+        assert_eq!(ids("6840157,6840175"), ["6840157", "6840175"]);
+        assert!(ids("1,2,3,4,5,6,7 und 12,50 EUR").is_empty());
         assert_eq!(
             ids("MPN-ID 6514820 (nicht 6514802)"),
             ["6514820", "6514802"]

@@ -262,6 +262,15 @@ fn red_team_i_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-i", 45, KNOWN_FIXTURE_I_MISSES);
 }
 
+/// The tenth round (`tests/fixtures/triage-j/`): a second blind twin of the corpus
+/// with its own registry, leaning on what people really type (terse one-liners,
+/// late IDs, keyword typos, Austrian and Swiss German, non-native English, Swiss
+/// separators); run against [`KNOWN_FIXTURE_J_MISSES`].
+#[test]
+fn red_team_j_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-j", 45, KNOWN_FIXTURE_J_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -368,6 +377,9 @@ const KNOWN_FIXTURE_F_MISSES: &[&str] = &[];
 
 /// Seventh-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_G_MISSES: &[&str] = &[];
+
+/// Tenth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_J_MISSES: &[&str] = &[];
 
 /// Ninth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_I_MISSES: &[&str] = &[];
@@ -1125,6 +1137,34 @@ fn registered_as_a_verb_and_commas() {
         // A plural keyword's "new" is said of each number it names.
         ("neuen MPN-IDs: x und y", msg(DE, "Neue IDs", "Unsere neuen MPN-IDs: 6831284 und 6831285").build(), ambiguous()),
         ("neue Partner-IDs: x / y", msg(DE, "Neue IDs", "Neue Partner-IDs: 6831286 / 6831287").build(), ambiguous()),
+    ]);
+}
+
+/// Round J (a second blind twin): a replacement without a keyword takes the name of
+/// the number it replaces; Swiss apostrophes separate thousands.
+#[test]
+fn replacements_and_swiss_separators() {
+    let earlier = |line: &str| {
+        format!("\n\n-----Ursprüngliche Nachricht-----\nVon: Sebastian Falk <einkauf@falkenstein-sh.example>\nGesendet: Montag, 2. November 2026 10:14\nAn: cloud@mpnd-dist.example\nBetreff: Neue Partner-ID\n\n{line}\n\nGruß S. Falk\n")
+    };
+    run_cases(vec![
+        (
+            "statt x bitte y, x named in the quote",
+            msg(DE, "AW: Neue Partner-ID", &format!("Korrektur, da hab ich mich vertippt: statt 6831290 bitte 6831209 eintragen.{}", earlier("hiermit die neue Partner-ID: 6831290"))).build(),
+            apply("6831209"),
+        ),
+        (
+            "instead of x please use y",
+            msg(EN, "RE: New ID", "Sorry - instead of 7245590 please use 7245509.\n\n> Our new location ID: 7245590\n").build(),
+            apply("7245509"),
+        ),
+        (
+            "statt x bitte y, x named nowhere",
+            msg(DE, "Korrektur", "statt 6831293 bitte 6831294 eintragen.").build(),
+            none(),
+        ),
+        ("Swiss apostrophes", msg(DE, "Neue Partner-ID", "Die neue Partner-ID (Standort Zug) ist 6'831'295.").build(), apply("6831295")),
+        ("typographic apostrophes", msg(DE, "Neue Partner-ID", "Die neue Partner-ID ist 6’831’296.").build(), apply("6831296")),
     ]);
 }
 

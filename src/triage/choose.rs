@@ -476,6 +476,7 @@ mod tests {
             disowned: None,
             correction: false,
             alternative_to: None,
+            replaces: None,
             owner: None,
         }
     }

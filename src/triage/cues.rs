@@ -486,6 +486,21 @@ pub(crate) fn just_before_says_new(window: &str) -> bool {
     JUST_BEFORE_NEW.is_match(window)
 }
 
+/// What stands between a negated number and its replacement: "statt 7757741 bitte
+/// 7757714", "nicht 6514802, sondern 6514820", "not 6514802 but 6514820", "instead
+/// of 7757741 please use 7757714".
+static INSTEAD_JOINT: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)^\s*[,;:]?\s*(?:sondern|but|bitte|please(?:\s+use)?|use|nimm|nehmen\s+sie|->|→|=>)\s*(?:die|the|nur|only)?\s*$",
+    )
+});
+
+/// Whether `between` (the text after a negated number, up to the next one) hands
+/// over to that next number as its replacement (see [`INSTEAD_JOINT`]).
+pub(crate) fn is_instead_joint(between: &str) -> bool {
+    INSTEAD_JOINT.is_match(between)
+}
+
 /// Whether `between` (the text between two numbers) is a single "replaced by" word.
 pub(crate) fn is_replacing_joint(between: &str) -> bool {
     JOINT.is_match(between)

@@ -79,6 +79,9 @@ pub(crate) struct Found {
     /// The number before it in the same sentence, when the two are offered as
     /// alternatives ("die 6840157 – oder, laut meinem Kollegen, die 6840175").
     pub alternative_to: Option<String>,
+    /// The number it replaces: "statt 7757741 bitte 7757714" (see
+    /// `named_by_what_it_replaces`).
+    pub replaces: Option<String>,
     /// The company the author gives the ID to by name ("die neue Partner-ID der
     /// Förde IT GmbH", "Redwood Lane's new location ID"): triage compares it with
     /// the sender's reseller (see `engine`).
@@ -161,7 +164,30 @@ pub(crate) fn find(subject: &str, subject_source: Source, blocks: &[Block]) -> V
         }
     }
     repeated_from_quote(&mut found, &all, &blanked, &quoted_at);
+    named_by_what_it_replaces(&mut found);
     found
+}
+
+/// "Korrektur: statt 7757741 bitte 7757714 eintragen" under the quoted "neue
+/// Partner-ID: 7757741": a replacement without a keyword of its own takes the name
+/// of the number it replaces, wherever that one was named.
+fn named_by_what_it_replaces(found: &mut [Found]) {
+    for i in 0..found.len() {
+        let Some(replaced) = found[i].replaces.clone() else {
+            continue;
+        };
+        if found[i].strength != Strength::None || found[i].disowned.is_some() {
+            continue;
+        }
+        let named = found
+            .iter()
+            .filter(|f| f.id == replaced && f.strength == Strength::Strong)
+            .find_map(|f| f.keyword.clone());
+        if let Some(keyword) = named {
+            found[i].strength = Strength::Strong;
+            found[i].keyword = Some(keyword);
+        }
+    }
 }
 
 /// "klar, hier nochmal von der Firmenadresse: 6418573" above the author's quoted
@@ -348,30 +374,43 @@ fn next_run(bytes: &[u8], mut i: usize) -> Option<(Run, usize)> {
         }
         run.groups[run.len] = (start, i);
         run.len += 1;
-        let joined = i + 1 < bytes.len()
+        let plain = i + 1 < bytes.len()
             && matches!(bytes[i], b' ' | b'-' | b'.' | b'/')
-            && bytes[i + 1].is_ascii_digit()
-            || thousands_comma(bytes, start, i);
-        if !joined || run.len >= MAX_GROUPS {
+            && bytes[i + 1].is_ascii_digit();
+        let (sep, sep_len) = if plain {
+            (bytes[i], 1)
+        } else {
+            // A thousands separator is kept as ',' whatever was typed.
+            (b',', thousands_separator(bytes, start, i))
+        };
+        if sep_len == 0 || run.len >= MAX_GROUPS {
             break;
         }
-        run.seps[run.len - 1] = bytes[i];
-        i += 1;
+        run.seps[run.len - 1] = sep;
+        i += sep_len;
     }
     Some((run, i))
 }
 
-/// A comma after the group `start..end` that separates thousands ("7,163,025"): the
-/// group has at most three digits and exactly three follow. A comma between longer
+/// The length of a thousands separator after the group `start..end`, 0 when there
+/// is none: a comma ("7,163,025") or a Swiss apostrophe ("6'696'056", also '’')
+/// after at most three digits, with exactly three after it. A comma between longer
 /// numbers lists them ("12345,6284913").
-fn thousands_comma(bytes: &[u8], start: usize, end: usize) -> bool {
+fn thousands_separator(bytes: &[u8], start: usize, end: usize) -> usize {
+    let len = match bytes.get(end..) {
+        Some([b',' | b'\'', ..]) => 1,
+        Some([0xE2, 0x80, 0x99, ..]) => 3, // '’'
+        _ => return 0,
+    };
+    let after = end + len;
     let three = bytes
-        .get(end + 1..end + 4)
+        .get(after..after + 3)
         .is_some_and(|g| g.iter().all(u8::is_ascii_digit));
-    bytes.get(end) == Some(&b',')
-        && end - start <= 3
-        && three
-        && !bytes.get(end + 4).is_some_and(u8::is_ascii_digit)
+    if end - start <= 3 && three && !bytes.get(after + 3).is_some_and(u8::is_ascii_digit) {
+        len
+    } else {
+        0
+    }
 }
 
 /// The ID-shaped numbers of a line (see the module documentation).
@@ -747,6 +786,26 @@ fn last_number_end(s: &str) -> usize {
     0
 }
 
+/// Where the number that ends at `end` in `s` starts (separators inside it
+/// included, as in [`digits_ending_at`]).
+fn number_start(s: &str, end: usize) -> usize {
+    let b = &s.as_bytes()[..end];
+    let mut start = end;
+    while start > 0 {
+        let c = b[start - 1];
+        let separator = matches!(c, b' ' | b'.' | b'-')
+            && start >= 2
+            && b[start - 2].is_ascii_digit()
+            && b.get(start).is_some_and(u8::is_ascii_digit);
+        if c.is_ascii_digit() || separator {
+            start -= 1;
+        } else {
+            break;
+        }
+    }
+    start
+}
+
 /// The digits of the number that ends at `end` in `s`, its separators left out
 /// ("6 840 157" gives "6840157").
 fn digits_ending_at(s: &str, end: usize) -> String {
@@ -935,6 +994,21 @@ fn read_context(
         .then(|| digits_ending_at(&clause, prev))
         .filter(|d| d.len() >= 6);
 
+    // "statt 7757741 bitte 7757714", "nicht 6514802, sondern 6514820": this number
+    // replaces the negated one before it, and is the new one.
+    let replaces = (prev > 0 && cues::is_instead_joint(&clause[prev..]))
+        .then(|| {
+            let start = number_start(&clause, prev);
+            let before =
+                &clause[floor_boundary(&clause, start.saturating_sub(NEGATION_REACH))..start];
+            (!cues::negations(before).is_empty()).then(|| digits_ending_at(&clause, prev))
+        })
+        .flatten()
+        .filter(|d| d.len() >= 6);
+    if replaces.is_some() && temporal == Temporal::Unsaid {
+        temporal = Temporal::New;
+    }
+
     // Whose ID: a company named between the keyword and the number, right after the
     // number, or as the owner of the keyword ("Redwood Lane's new location ID").
     let since_start = clause.len() - since_prev.len();
@@ -950,6 +1024,7 @@ fn read_context(
         disowned,
         correction,
         alternative_to,
+        replaces,
         owner,
         ..found_at(block, index, line, token, keyword, strength)
     }
@@ -1025,6 +1100,7 @@ fn found_at(
         disowned: None,
         correction: false,
         alternative_to: None,
+        replaces: None,
         owner: None,
     }
 }
@@ -1207,6 +1283,8 @@ mod tests {
         assert_eq!(ids("PartnerID is 7,163,025 (location)"), ["7163025"]);
         assert_eq!(ids("6840157,6840175"), ["6840157", "6840175"]);
         assert!(ids("1,2,3,4,5,6,7 und 12,50 EUR").is_empty());
+        assert_eq!(ids("Partner-ID ist 6'696'056."), ["6696056"]);
+        assert_eq!(ids("Partner-ID ist 6’696’056."), ["6696056"]);
         assert_eq!(
             ids("MPN-ID 6514820 (nicht 6514802)"),
             ["6514820", "6514802"]

@@ -202,6 +202,9 @@ fn repeated_from_quote(
     blanked: &[Vec<String>],
     quoted_at: &[(usize, usize, Token, Option<usize>)],
 ) {
+    // What the quote names each number, read once per number: a mail that repeats
+    // a number many times costs one full reading of its quoted occurrences.
+    let mut named_as: Vec<(String, Option<Found>)> = Vec::new();
     for f in found.iter_mut() {
         if f.source == Source::Quoted
             || f.strength != Strength::None
@@ -211,20 +214,27 @@ fn repeated_from_quote(
         {
             continue;
         }
-        let named = quoted_at
-            .iter()
-            .filter(|(_, _, t, _)| t.digits == f.id)
-            .map(|(n, index, t, next)| {
-                read_context(blocks[*n], &blanked[*n], *index, t, *next, true)
-            })
-            .find(|q| {
-                q.strength == Strength::Strong
-                    && matches!(q.temporal, Temporal::New | Temporal::Unsaid)
-                    && q.role != Role::Pga
-                    && q.distractor.is_none()
-                    && q.disowned.is_none()
-                    && q.alternative_to.is_none()
-            });
+        let named = match named_as.iter().find(|(id, _)| *id == f.id) {
+            Some((_, q)) => q.clone(),
+            None => {
+                let q = quoted_at
+                    .iter()
+                    .filter(|(_, _, t, _)| t.digits == f.id)
+                    .map(|(n, index, t, next)| {
+                        read_context(blocks[*n], &blanked[*n], *index, t, *next, true)
+                    })
+                    .find(|q| {
+                        q.strength == Strength::Strong
+                            && matches!(q.temporal, Temporal::New | Temporal::Unsaid)
+                            && q.role != Role::Pga
+                            && q.distractor.is_none()
+                            && q.disowned.is_none()
+                            && q.alternative_to.is_none()
+                    });
+                named_as.push((f.id.clone(), q.clone()));
+                q
+            }
+        };
         if let Some(q) = named {
             f.strength = Strength::Strong;
             f.keyword = q.keyword;

@@ -271,6 +271,16 @@ fn red_team_j_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-j", 45, KNOWN_FIXTURE_J_MISSES);
 }
 
+/// The eleventh round (`tests/fixtures/triage-k/`): safety. 30 blind traps where a
+/// careless reader would apply a wrong number (old IDs phrased as new, a PGA alone,
+/// customers', agreements' and requests' numbers, doubt, questions, sandboxes,
+/// withdrawals, look-alike senders) and 15 applies with a trap beside the ID; its
+/// own registry. Run against [`KNOWN_FIXTURE_K_MISSES`].
+#[test]
+fn red_team_k_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-k", 45, KNOWN_FIXTURE_K_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -377,6 +387,31 @@ const KNOWN_FIXTURE_F_MISSES: &[&str] = &[];
 
 /// Seventh-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_G_MISSES: &[&str] = &[];
+
+/// Eleventh-round fixtures the engine still gets wrong; each must be a safe miss.
+/// All eight get the label's decision (review); only the outcome differs: triage
+/// keeps the number it would have chosen (outcome id) and names why a person must
+/// look, where the label says no ID was stated at all.
+const KNOWN_FIXTURE_K_MISSES: &[&str] = &[
+    // Only a PGA, the PLA "not issued yet": "only a global account (PGA) ID".
+    "k05_en_exchange_pga_only_pla_pending.eml",
+    // "Partner-ID: 6319057", then "Laut Partner Center ist das die ID unseres
+    // globalen Kontos (PGA)" and the Standort-ID still to come: review for the
+    // missing location ID, not for the PGA the next paragraph names.
+    "k08_de_exchange_partner_id_is_pga.eml",
+    // An end customer's MPN-ID, the sender's own Standort-ID "haben wir noch nicht".
+    "k11_de_outlook_customer_mpn_id.eml",
+    // "ich glaube … 6482950, bin mir aber nicht sicher": held back (label: ambiguous).
+    "k18_de_thunderbird_unsure_id.eml",
+    // "… jetzt die 6712598. Ist das die richtige?": held back (label: none).
+    "k20_de_iphone_question_is_this_right.eml",
+    // "Nachtrag: Bitte die obige Nummer NICHT verwenden!": held back (label: none).
+    "k23_de_applemail_id_withdrawn.eml",
+    // A sister company's forwarded ID, the sender still waiting for its own.
+    "k29_de_outlook_forwarded_sister_company.eml",
+    // A branch's location ID, "bitte also nicht an unserem Konto eintragen".
+    "k39_de_outlook_location_not_reseller.eml",
+];
 
 /// Tenth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_J_MISSES: &[&str] = &[];
@@ -1165,6 +1200,61 @@ fn replacements_and_swiss_separators() {
         ),
         ("Swiss apostrophes", msg(DE, "Neue Partner-ID", "Die neue Partner-ID (Standort Zug) ist 6'831'295.").build(), apply("6831295")),
         ("typographic apostrophes", msg(DE, "Neue Partner-ID", "Die neue Partner-ID ist 6’831’296.").build(), apply("6831296")),
+    ]);
+}
+
+/// Round K (blind safety traps): the author holding us back, a location ID still to
+/// come, a keyword inside a compound ("Partner-ID-Umstellung"), a label ending in
+/// an abbreviation ("Kundennr.").
+#[test]
+fn authors_reservations_and_pending_locations() {
+    run_cases(vec![
+        (
+            "bitte noch nichts umstellen",
+            msg(DE, "Neue ID", "ich glaube, unsere neue MPN-ID ist 6831300, bin mir aber nicht sicher. Bitte noch nichts umstellen.").build(),
+            id("6831300", Decision::Review),
+        ),
+        (
+            "ist das die richtige?",
+            msg(DE, "Frage Partner-ID", "im Partner Center steht jetzt die Partner-ID 6831301. Ist das die richtige?").build(),
+            id("6831301", Decision::Review),
+        ),
+        (
+            "please don't change anything yet",
+            msg(EN, "New ID", "Our new Partner ID is 7245600. Please don't change anything yet, we are double-checking.").build(),
+            id("7245600", Decision::Review),
+        ),
+        // Said of the old ID or of an earlier mail's number: no reservation.
+        (
+            "die alte bitte nicht mehr verwenden",
+            msg(DE, "Neue ID", "Unsere neue MPN-ID ist 6831302. Die alte bitte nicht mehr verwenden.").build(),
+            apply("6831302"),
+        ),
+        (
+            "the number from my first mail",
+            msg(DE, "Korrektur", "Die richtige Standort-ID lautet 6831303. Die Nummer aus meiner ersten Mail bitte nicht verwenden.").build(),
+            apply("6831303"),
+        ),
+        (
+            "own location ID still to come",
+            msg(DE, "Frage", "Vorab die MPN-ID 6831304 aus dem Portal. Unsere eigene neue Standort-ID haben wir noch nicht.").build(),
+            id("6831304", Decision::Review),
+        ),
+        (
+            "waiting for our location ID",
+            msg(DE, "WG: Partner-ID", "zur Info: die neue Partner-ID unserer Partnerfirma ist 6831305. Wir selbst warten noch auf unsere Standort-ID.").build(),
+            id("6831305", Decision::Review),
+        ),
+        (
+            "Partner-ID-Umstellung names a switch",
+            msg(DE, "Frage", "Wie lange dauert es noch? Unsere Bestellung zur Partner-ID-Umstellung: 4503962 hängt.").build(),
+            none(),
+        ),
+        (
+            "Kundennr. labels its number",
+            msg(DE, "Neue Partner-ID", "Kundennr. 10448213 · neue Partner-ID (Standort/PLA) 6831306 · registriert am 12.11.2026").build(),
+            apply("6831306"),
+        ),
     ]);
 }
 

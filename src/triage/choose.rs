@@ -203,6 +203,12 @@ pub(crate) fn choose(
         choice.review.push(format!(
             "only a global account (PGA) ID was given: {winner}"
         ));
+    } else if location_pending && !winners.iter().any(|r| r.found.role == Role::Pla) {
+        // "Unsere eigene neue Standort-ID haben wir noch nicht": a number not named
+        // as the location ID is then someone's or something else's.
+        choice.review.push(format!(
+            "the author says the location (PLA) ID is still to come; {winner} is not named as one"
+        ));
     }
     if !best.0 {
         choice

@@ -336,11 +336,48 @@ static QUESTIONED_AFTER: LazyLock<Regex> = LazyLock::new(|| {
 /// says the location ID is still missing.
 static LOCATION_PENDING: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,25}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend|reiche\w*\s+(?:ich|wir)\s+nach|nachreichen|nachgereicht|kommt\s+(?:noch|später|nach)|später|later|separat\w*|will\s+follow
+        r"(?ix)\b(?:pla|standort[\s-]*id|location[\s-]*id|partner[\s-]+location[\s-]+account)\b[^.!?\n\d]{0,60}\b(?:noch\s+nicht|not\s+yet|fehlt|missing|folgt|follows|to\s+follow|pending|ausstehend|reiche\w*\s+(?:ich|wir)\s+nach|nachreichen|nachgereicht|kommt\s+(?:noch|später|nach)|später|later|separat\w*|will\s+follow|wird\s+erst|erst\s+nach
            | in\s+prüfung|in\s+bearbeitung|beantragt|under\s+review|in\s+review|requested|applied\s+for
-           | schick\w*\s+(?:ich|wir)\b[^.!?\n\d]{0,20}\b(?:sobald|wenn|nach|später)|(?:send|forward)\w*\s+(?:it\s+|you\s+)*(?:once|as\s+soon|when|later))\b",
+           | schick\w*\s+(?:ich|wir)\b[^.!?\n\d]{0,20}\b(?:sobald|wenn|nach|später)|(?:send|forward)\w*\s+(?:it\s+|you\s+)*(?:once|as\s+soon|when|later))\b
+      | \b(?:warte\w*|wait\w*)\s+(?:noch\s+|still\s+)?(?:auf|for)\s+(?:unsere\w*\s+|die\s+|our\s+|the\s+)?(?:neue\w*\s+|new\s+)?(?:pla|standort[\s-]*id|location[\s-]*id)\b",
     )
 });
+
+/// The author holds us back: "Bitte noch nichts umstellen", "Bitte die obige Nummer
+/// NICHT verwenden", "bitte also nicht an unserem Konto eintragen", "please don't
+/// change anything yet", "bin mir aber nicht sicher", "Ist das die richtige?". Not
+/// "nicht mehr verwenden" / "no longer use" (said of the old ID).
+static RESERVATION: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)
+        \bbitte\s+(?:\w+\s+){0,5}?(?:nicht|nichts)\s+(?:\w+\s+){0,4}?(?:verwenden|eintragen|umstellen|ändern|aendern|übernehmen|uebernehmen|nutzen|benutzen|hinterlegen)\b
+      | \b(?:please\s+)?(?:do\s+not|don't|dont)\s+(?:\w+\s+){0,4}?(?:use|enter|apply|change|switch|update)\b
+      | \b(?:bin|sind)\s+(?:mir|uns)\s+(?:aber\s+|noch\s+)?(?:nicht|un)\s*sicher\b | \b(?:i'm|i\s+am|we're|we\s+are)\s+not\s+(?:\w+\s+)?sure\b
+      | \bist\s+das\s+(?:die|der|das)\s+(?:richtige|korrekte)\b | \bstimmt\s+das\s*\? | \bis\s+(?:this|that|it)\s+the\s+(?:right|correct)\s+(?:one|id|number)\b",
+    )
+});
+
+/// Whether `line` holds the author back (see [`RESERVATION`]) and not only about an
+/// old ID ("bitte die alte nicht mehr verwenden").
+pub(crate) fn holds_back(line: &str) -> bool {
+    RESERVATION.find(line).is_some_and(|m| {
+        let rest = &line[m.start()..];
+        let lower = rest.to_lowercase();
+        let whole = line.to_lowercase();
+        !["nicht mehr", "no longer", "anymore", "any more", "nicht länger"]
+            .iter()
+            .any(|w| lower.contains(w))
+            // "Die Nummer aus meiner ersten Mail bitte nicht verwenden": an earlier one.
+            && ![
+                "ersten mail", "erste mail", "vorherigen mail", "letzten mail", "first mail",
+                "first email", "earlier mail", "earlier email", "previous mail", "previous email",
+                "last mail", "last email",
+            ]
+            .iter()
+            .any(|w| whole.contains(w))
+            && old_words(line).is_empty()
+    })
+}
 
 /// A correction of an ID given earlier in the same mail or in the subject: "P.S.
 /// Sorry, typo above - it's …", "Nachtrag: Zahlendreher! Richtig ist …", "the
@@ -415,10 +452,38 @@ fn all_matches(re: &Regex, text: &str) -> Vec<Cue> {
 /// matches inside one of `distractors` ("Tenant-ID", "Kunden-Nr.") removed.
 pub(crate) fn keywords(text: &str, distractors: &[Cue]) -> (Vec<Cue>, Vec<Cue>) {
     without(
-        all_matches(&STRONG_KEYWORD, text),
-        all_matches(&WEAK_KEYWORD, text),
+        not_compound(all_matches(&STRONG_KEYWORD, text), text),
+        not_compound(all_matches(&WEAK_KEYWORD, text), text),
         distractors,
     )
+}
+
+/// Keywords that head no compound: "Bestellung zur Partner-ID-Umstellung: 4503962"
+/// names a switch, not the ID.
+fn not_compound(mut cues: Vec<Cue>, text: &str) -> Vec<Cue> {
+    cues.retain(|c| {
+        let rest = text[c.end..].to_lowercase();
+        !rest.strip_prefix('-').is_some_and(|r| {
+            [
+                "umstellung",
+                "wechsel",
+                "änderung",
+                "aenderung",
+                "anpassung",
+                "migration",
+                "update",
+                "change",
+                "switch",
+                "thema",
+                "frage",
+                "problem",
+                "antrag",
+            ]
+            .iter()
+            .any(|w| r.starts_with(w))
+        })
+    });
+    cues
 }
 
 /// [`keywords`] for a caller that wants the distractors only to remove keywords:
@@ -426,8 +491,8 @@ pub(crate) fn keywords(text: &str, distractors: &[Cue]) -> (Vec<Cue>, Vec<Cue>) 
 /// reply stand in quoted history with no keyword near them; the distractor pattern
 /// is the largest of all.)
 pub(crate) fn keywords_alone(text: &str) -> (Vec<Cue>, Vec<Cue>) {
-    let strong = all_matches(&STRONG_KEYWORD, text);
-    let weak = all_matches(&WEAK_KEYWORD, text);
+    let strong = not_compound(all_matches(&STRONG_KEYWORD, text), text);
+    let weak = not_compound(all_matches(&WEAK_KEYWORD, text), text);
     if strong.is_empty() && weak.is_empty() {
         return (strong, weak);
     }

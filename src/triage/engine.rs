@@ -80,6 +80,7 @@ pub fn triage(raw: &[u8], registry: &Registry, policy: &Policy) -> Triage {
     );
     check_html_alternative(&mut choice, &parsed);
     check_named_owner(&mut choice, &parsed, registry, &own);
+    check_reservations(&mut choice, &blocks);
 
     let decided = decide(
         choice.outcome,
@@ -174,6 +175,32 @@ fn check_named_owner(choice: &mut Choice, parsed: &Parsed, registry: &Registry, 
         "the mail gives the ID as {owner}'s, the sender writes for {} ({})",
         sender.company, sender.account
     ));
+}
+
+/// The author's own lines that hold us back ("Bitte noch nichts umstellen", "bin mir
+/// aber nicht sicher", "Ist das die richtige?", see `cues::holds_back`) make a
+/// chosen ID a review; a line that names another number speaks of that one ("Die
+/// 6347068 ist unser globales Konto, die bitte nicht eintragen").
+fn check_reservations(choice: &mut Choice, blocks: &[super::segment::Block]) {
+    let Some(id) = choice.id.as_ref().map(|m| m.as_str().to_string()) else {
+        return;
+    };
+    let line = blocks
+        .iter()
+        .flat_map(|b| &b.lines)
+        .filter(|l| matches!(l.source, Source::Body | Source::Signature))
+        .find(|l| {
+            super::cues::holds_back(&l.text)
+                && super::extract::line_numbers(&l.text)
+                    .iter()
+                    .all(|n| *n == id)
+        });
+    if let Some(l) = line {
+        let text: String = l.text.trim().chars().take(120).collect();
+        choice
+            .review
+            .push(format!("the author holds back: \"{text}\""));
+    }
 }
 
 /// Whether `owner` has a distinctive word that `known` (lower case) lacks in all.

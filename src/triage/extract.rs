@@ -245,6 +245,11 @@ fn repeated_from_quote(
     }
 }
 
+/// The ID-shaped numbers of a line (its GUIDs, addresses and links left out).
+pub(crate) fn line_numbers(line: &str) -> Vec<String> {
+    tokens(&blank(line)).into_iter().map(|t| t.digits).collect()
+}
+
 /// Whether the author says the location (PLA) ID is still missing ("PLA noch nicht
 /// vorhanden"): a lone global account ID is then no new ID at all.
 pub(crate) fn location_pending(subject: &str, blocks: &[Block]) -> bool {
@@ -665,7 +670,10 @@ fn ends_sentence_with_period(before: &str) -> bool {
         Some(_) => {
             let len = 1 + rev.take(3).count();
             if len >= 4 {
-                return true;
+                // "Kundennr.", "Bestellnr.", "Hauptstr.": compounds ending in an
+                // abbreviation.
+                let lower = before.to_lowercase();
+                return !(lower.ends_with("nr") || lower.ends_with("str"));
             }
             if len == 1 {
                 return false; // "z. B.", "d. h.", an initial
@@ -888,7 +896,12 @@ fn read_context(
             keyword = Some(k.text);
         }
     }
-    if backward_kw.is_none() {
+    // "Kundennr. 10448213 · neue Partner-ID 6651407": a number with a label of its
+    // own right before it does not take the next number's keyword.
+    let own_label = clause_distractors
+        .iter()
+        .any(|d| clause.len() - d.end <= 12 && !clause[d.end..].contains(BLANKED));
+    if backward_kw.is_none() && !own_label {
         let (fs, fw) = cues::keywords_alone(after);
         if let Some(k) = fs.first() {
             strength = Strength::Strong;

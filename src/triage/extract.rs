@@ -672,8 +672,12 @@ fn ends_sentence_with_period(before: &str) -> bool {
             if len >= 4 {
                 // "Kundennr.", "Bestellnr.", "Hauptstr.": compounds ending in an
                 // abbreviation.
-                let lower = before.to_lowercase();
-                return !(lower.ends_with("nr") || lower.ends_with("str"));
+                let tail = |n: usize, w: &str| {
+                    before.len() >= n
+                        && before.is_char_boundary(before.len() - n)
+                        && before[before.len() - n..].eq_ignore_ascii_case(w)
+                };
+                return !(tail(2, "nr") || tail(3, "str"));
             }
             if len == 1 {
                 return false; // "z. B.", "d. h.", an initial

@@ -462,26 +462,27 @@ pub(crate) fn keywords(text: &str, distractors: &[Cue]) -> (Vec<Cue>, Vec<Cue>) 
 /// names a switch, not the ID.
 fn not_compound(mut cues: Vec<Cue>, text: &str) -> Vec<Cue> {
     cues.retain(|c| {
-        let rest = text[c.end..].to_lowercase();
-        !rest.strip_prefix('-').is_some_and(|r| {
-            [
-                "umstellung",
-                "wechsel",
-                "änderung",
-                "aenderung",
-                "anpassung",
-                "migration",
-                "update",
-                "change",
-                "switch",
-                "thema",
-                "frage",
-                "problem",
-                "antrag",
-            ]
-            .iter()
-            .any(|w| r.starts_with(w))
-        })
+        let Some(rest) = text[c.end..].strip_prefix('-') else {
+            return true;
+        };
+        let head = rest.chars().take(10).collect::<String>().to_lowercase();
+        ![
+            "umstellung",
+            "wechsel",
+            "änderung",
+            "aenderung",
+            "anpassung",
+            "migration",
+            "update",
+            "change",
+            "switch",
+            "thema",
+            "frage",
+            "problem",
+            "antrag",
+        ]
+        .iter()
+        .any(|w| head.starts_with(w))
     });
     cues
 }
@@ -647,11 +648,7 @@ pub(crate) fn leading_note_len(text: &str) -> usize {
 pub(crate) fn disowned_before(clause: &str, just_before: &str) -> Option<&'static str> {
     let other = OTHER_PARTY.find_iter(clause).last();
     // Only a clause that names a customer at all can say it is the customer's.
-    let lower = clause.to_ascii_lowercase();
-    let customer = if ["kund", "custom", "client", "mandant"]
-        .iter()
-        .any(|w| lower.contains(w))
-    {
+    let customer = if contains_any(clause, &["kund", "custom", "client", "mandant"]) {
         CUSTOMERS_ID.find_iter(clause).last()
     } else {
         None
@@ -697,19 +694,26 @@ pub(crate) fn disowned_after(after: &str, ends_question: bool) -> Option<&'stati
 /// Whether `text` holds a word [`OWNER_AFTER`] ends in: most numbers have none
 /// after them, and this is cheaper than the pattern.
 fn names_a_third_party(text: &str) -> bool {
+    contains_any(
+        text,
+        &[
+            "kund",
+            "custom",
+            "client",
+            "schwester",
+            "tochter",
+            "sister",
+            "subsidiar",
+            "affiliate",
+        ],
+    )
+}
+
+/// Whether `text`, ASCII lower-cased, contains any of `words` (ASCII, lower case): the cheap
+/// test that keeps a costly pattern off the text that cannot match it.
+pub(crate) fn contains_any(text: &str, words: &[&str]) -> bool {
     let lower = text.to_ascii_lowercase();
-    [
-        "kund",
-        "custom",
-        "client",
-        "schwester",
-        "tochter",
-        "sister",
-        "subsidiar",
-        "affiliate",
-    ]
-    .iter()
-    .any(|w| lower.contains(w))
+    words.iter().any(|w| lower.contains(w))
 }
 
 /// The number's owner named right after it as someone else: "7581036 ist die PLA
@@ -731,22 +735,24 @@ static OWNER_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// Legal forms a company's name ends in.
+const LEGAL_FORMS: &str = r"GmbH(?:\s*&\s*Co\.\s*KG)?|mbH|AG|KGaA|KG|OHG|UG|GbR|SE|e\.\s?K\.|LLC|Ltd\.?|Limited|Inc\.?|Corp\.?|PLC|plc|LLP|B\.V\.|BV|N\.V\.|S\.A\.|SAS|SARL|S\.r\.l\.|AB|Oy|ApS|A/S|Pty\.?\s+Ltd\.?";
+
 /// A company's name: capitalised words ending in a legal form ("Förde IT GmbH",
 /// "Redwood Lane IT LLC", "Kessler & Partner OHG").
-const COMPANY: &str = r"((?:(?:[A-ZÄÖÜ0-9][\w&.'’+/-]*|&)\s+){1,6}(?:GmbH(?:\s*&\s*Co\.\s*KG)?|mbH|AG|KGaA|KG|OHG|UG|GbR|SE|e\.\s?K\.|LLC|Ltd\.?|Limited|Inc\.?|Corp\.?|PLC|plc|LLP|B\.V\.|BV|N\.V\.|S\.A\.|SAS|SARL|S\.r\.l\.|AB|Oy|ApS|A/S|Pty\.?\s+Ltd\.?))(?:[^\w]|$)";
+fn company() -> String {
+    format!(r"((?:(?:[A-ZÄÖÜ0-9][\w&.'’+/-]*|&)\s+){{1,6}}(?:{LEGAL_FORMS}))(?:[^\w]|$)")
+}
 
-/// The cheap test before [`OWNER_OF`]: a legal form at all.
-static LEGAL_FORM: LazyLock<Regex> = LazyLock::new(|| {
-    compile(
-        r"\b(?:GmbH|mbH|AG|KG|OHG|UG|GbR|SE|e\.\s?K|LLC|Ltd|Limited|Inc|Corp|PLC|plc|LLP|B\.V|BV|N\.V|S\.A|SAS|SARL|S\.r\.l|AB|Oy|ApS|A/S|Pty)\b",
-    )
-});
+/// The cheap test before [`OWNER_OF`] and [`OWNER_OF_AFTER`]: a legal form at all.
+static LEGAL_FORM: LazyLock<Regex> = LazyLock::new(|| compile(&format!(r"\b(?:{LEGAL_FORMS})")));
 
 /// A company named as the holder: "der Förde IT GmbH", "für die Firma X GmbH", "of
 /// Redwood Lane IT LLC".
 static OWNER_OF: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        r"(?:^|[\s,(])(?:der|des|vom|von|für|fuer|for|of)\s+(?:(?:der|die|dem|den|the)\s+)?(?:(?:Firma|firm|company)\s+)?{COMPANY}"
+        r"(?:^|[\s,(])(?:der|des|vom|von|für|fuer|for|of)\s+(?:(?:der|die|dem|den|the)\s+)?(?:(?:Firma|firm|company)\s+)?{}",
+        company()
     ))
 });
 
@@ -754,7 +760,8 @@ static OWNER_OF: LazyLock<Regex> = LazyLock::new(|| {
 /// Redwood Lane IT LLC".
 static OWNER_OF_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     compile(&format!(
-        r"^[\s,(–-]*(?:(?:der|des|vom|von|für|fuer|for|of)\s+(?:(?:der|die|dem|den|the)\s+)?(?:(?:Firma|firm|company)\s+)?)?{COMPANY}"
+        r"^[\s,(–-]*(?:(?:der|des|vom|von|für|fuer|for|of)\s+(?:(?:der|die|dem|den|the)\s+)?(?:(?:Firma|firm|company)\s+)?)?{}",
+        company()
     ))
 });
 

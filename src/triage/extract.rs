@@ -831,21 +831,7 @@ fn number_start(s: &str, end: usize) -> usize {
 /// The digits of the number that ends at `end` in `s`, its separators left out
 /// ("6 840 157" gives "6840157").
 fn digits_ending_at(s: &str, end: usize) -> String {
-    let b = &s.as_bytes()[..end];
-    let mut start = end;
-    while start > 0 {
-        let c = b[start - 1];
-        let separator = matches!(c, b' ' | b'.' | b'-')
-            && start >= 2
-            && b[start - 2].is_ascii_digit()
-            && b.get(start).is_some_and(u8::is_ascii_digit);
-        if c.is_ascii_digit() || separator {
-            start -= 1;
-        } else {
-            break;
-        }
-    }
-    b[start..]
+    s.as_bytes()[number_start(s, end)..end]
         .iter()
         .filter(|c| c.is_ascii_digit())
         .map(|&c| char::from(c))

@@ -281,6 +281,26 @@ fn red_team_k_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-k", 45, KNOWN_FIXTURE_K_MISSES);
 }
 
+/// The twelfth round (`tests/fixtures/triage-l/`): a third blind twin of the corpus
+/// with its own registry (Austrian, Swiss, British and Irish resellers among them;
+/// a reseller whose contact is `cloud@` at its own domain; sequences of mails),
+/// run against [`KNOWN_FIXTURE_L_MISSES`].
+#[test]
+fn red_team_l_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-l", 45, KNOWN_FIXTURE_L_MISSES);
+}
+
+/// The thirteenth round (`tests/fixtures/triage-m/`): the mail around the ID,
+/// blind, with its own registry: authentication results (untrusted and forged
+/// ones, temperror, ARC), colleagues, look-alike and punycode domains, display
+/// names, automatic mail of every kind, the ID only in HTML, an attachment, TNEF,
+/// entities, full-width digits and invisible characters; run against
+/// [`KNOWN_FIXTURE_M_MISSES`].
+#[test]
+fn red_team_m_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-m", 45, KNOWN_FIXTURE_M_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -1955,3 +1975,9 @@ fn mutated_mails_never_panic_and_stay_fast() {
     }
     println!("slowest mutated mail: {slowest:?}");
 }
+
+/// Twelfth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_L_MISSES: &[&str] = &[];
+
+/// Thirteenth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_M_MISSES: &[&str] = &[];

@@ -1278,6 +1278,94 @@ fn authors_reservations_and_pending_locations() {
     ]);
 }
 
+/// Rounds L and M (blind fixtures): what points back, what is withdrawn, whose
+/// question it is, what a reader sees, and where else the author puts the ID.
+#[test]
+fn pointers_withdrawals_and_what_the_reader_sees() {
+    let mixed = |text: &str, attachment: &str| {
+        format!(
+            "--mix\nContent-Type: text/plain; charset=utf-8\n\n{text}\n--mix\nContent-Type: text/plain; charset=utf-8\nContent-Disposition: attachment; filename=\"ids.txt\"\n\n{attachment}\n--mix--\n"
+        )
+    };
+    run_cases(vec![
+        (
+            "it is … points back at the sentence naming the ID",
+            msg(EN, "Renewal blocked", "Joseph already sent you our new partner location ID on 13 November. For the avoidance of doubt it is 7245610 - the old one (5520413) should not be used any more.").build(),
+            apply("7245610"),
+        ),
+        (
+            "noch einmal: … points back",
+            msg(DE, "Bestellung hängt", "Herr Falk hatte Ihnen unsere neue Partner-ID bereits geschickt. Zur Sicherheit noch einmal: 6831310 (Standort Chemnitz).").build(),
+            apply("6831310"),
+        ),
+        (
+            "pointing back at an order number names nothing",
+            msg(DE, "Bestellung hängt", "Unsere Bestellnummer haben Sie ja. Zur Sicherheit noch einmal: 6831311.").build(),
+            none(),
+        ),
+        (
+            "a correction and the withdrawn number after it",
+            msg(DE, "Re: Neue Standort-ID", "Korrektur - mir sind zwei Ziffern durcheinandergeraten.\n\nRichtig ist: 6831313\n\nDie 6831331 aus meiner Mail von heute früh bitte verwerfen.\n\n> Am 20.11.2025 um 08:12 schrieb Sebastian Falk:\n> Neue Standort-ID: 6831331\n").build(),
+            apply("6831313"),
+        ),
+        (
+            "our question in a reply's subject is not the author's",
+            msg(EN, "Re: Which Partner ID do you need?", "Partner Center lists PartnerID 7245611 for the company as a whole (that's the global account) and 7245612 for our Leeds location, the one enrolled as indirect reseller.").build(),
+            apply("7245612"),
+        ),
+        (
+            "a comma inside the note ends no clause",
+            msg(DE, "Re: Zwei Partner-IDs", "Ich habe im Partner Center unter Kontoeinstellungen nachgeschaut: Die 6831314 ist die Standort-ID (PLA, Zwickau), die 6831341 ist das globale Konto (PGA).").build(),
+            apply("6831314"),
+        ),
+        (
+            "not transactional is no location",
+            msg(EN, "Partner IDs", "<table><tr><th>Item</th><th>Previous</th><th>Now</th></tr><tr><td>Partner location ID (PLA) - use for CSP</td><td>5520413</td><td>7245613</td></tr><tr><td>Partner global account (PGA) - not transactional</td><td>-</td><td>7245631</td></tr></table>").html().build(),
+            apply("7245613"),
+        ),
+        (
+            "a dash ends the order's statement in the subject",
+            msg(DE, "Bestellung 4410726 weiterhin gesperrt - Partner-ID 6831315", "Guten Morgen,\nunsere Bestellung hängt weiterhin. Die neue ID hatten wir Ihnen geschickt.").build(),
+            apply("6831315"),
+        ),
+        (
+            "the current one, set against the new one, is old",
+            msg(EN, "Re: Action needed", "Will the new ID look anything like our current one (7810442), or is it a completely different number?").build(),
+            none(),
+        ),
+        (
+            "a forward the iPhone marked with >",
+            msg(DE, "WG: Ihre Registrierung ist abgeschlossen", "Hier die Bestätigung von Microsoft.\n\nVon meinem iPhone gesendet\n\n> Anfang der weitergeleiteten Nachricht:\n>\n> Von: Microsoft Partner Center <pcnotifications@microsoft.example>\n> Betreff: Ihre Registrierung ist abgeschlossen\n>\n> Standort-ID (PartnerID): 6831316\n> Globales Partnerkonto (PGA): 6831361\n").build(),
+            apply("6831316"),
+        ),
+        (
+            "full-width digits",
+            msg(EN, "New Partner ID", "Our new Partner ID (PLA) is ７２４５６１４.").build(),
+            apply("7245614"),
+        ),
+        (
+            "a text file attached",
+            msg(DE, "Partner-ID", &mixed("anbei die Identifikatoren aus dem Partner Center als Textdatei. Bitte nehmen Sie die Standort-ID.", "Partner Global Account (PGA): 6831317\nPartner Location Account (PLA) Chemnitz: 6831318")).content_type("multipart/mixed; boundary=\"mix\"").build(),
+            apply("6831318"),
+        ),
+        (
+            "a stale plain text, the HTML naming its ID old",
+            msg(EN, "Updated partner details", &alternative("Microsoft Partner ID: 5520413", "<table><tr><td>Microsoft Partner ID (new location / PLA)</td><td>7245615</td></tr><tr><td>Replaces</td><td>5520413 (revoked by Microsoft)</td></tr></table>")).content_type(ALTERNATIVE).build(),
+            apply("7245615"),
+        ),
+        (
+            "plain and HTML with different new IDs: neither",
+            msg(EN, "New Partner ID", &alternative("Our new Partner ID is 7245616.", "Our new Partner ID is 7245661.")).content_type(ALTERNATIVE).build(),
+            ambiguous(),
+        ),
+        (
+            "a hidden preheader is not read",
+            msg(DE, "Neue Partner-ID", &alternative("Unsere neue Partner-ID lautet 6831319.", "<div style=\"display: none\">Neue Partner-ID 6831391 <div>x</div> bitte umstellen</div><p>Unsere neue Partner-ID lautet 6831319.</p>")).content_type(ALTERNATIVE).build(),
+            apply("6831319"),
+        ),
+    ]);
+}
+
 /// Round E (blind fixtures): answers written between the lines of our mail, and a
 /// number stated as the new ID that also follows a loose label.
 #[test]

@@ -137,6 +137,33 @@ static OLD: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// Words that call a number the one in use now: old where a new one is named beside
+/// it (see `extract::temporal_of`).
+static CURRENT: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)\b(?:current|existing|aktuell\w* | derzeitig\w* | jetzig\w* | bestehend\w* | gegenwärtig\w*)\b",
+    )
+});
+
+pub(crate) fn current_words(text: &str) -> Vec<Cue> {
+    // Most windows hold none of these: the pattern only runs where one may be.
+    if !contains_any(
+        text,
+        &[
+            "current",
+            "existing",
+            "aktuell",
+            "derzeit",
+            "jetzig",
+            "bestehend",
+            "gegenw",
+        ],
+    ) {
+        return Vec::new();
+    }
+    all_matches(&CURRENT, text)
+}
+
 /// A negation right before the number: "(nicht 6514802)", "instead of 6514802".
 static NEGATION: LazyLock<Regex> = LazyLock::new(|| {
     compile(
@@ -309,14 +336,15 @@ static IF_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Said right after a number to withdraw it: "(Partner-ID 6498201), die bitte NICHT
-/// verwenden", "7401122 - please ignore", "… ist nur eine Test-ID". Only a short gap
+/// verwenden", "7401122 - please ignore", "Die 6519-038 aus meiner Mail von heute früh
+/// bitte verwerfen", "… ist nur eine Test-ID". Only a short gap
 /// is allowed before it, checked by the caller for old words ("die alte bitte nicht
 /// mehr verwenden" speaks of another number).
 static DISOWN_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?ix)^[^.!?\d\n]{0,30}?\b(?:
+        r"(?ix)^[^.!?\d\n]{0,50}?\b(?:
             (?:bitte\s+)?(?:nicht|not|never|nie|keinesfalls)\s+(?:verwenden|benutzen|nutzen|eintragen|hinterlegen|use|apply|enter)
-          | do\s+not\s+use | don'?t\s+use | ignorieren | ignore | disregard
+          | do\s+not\s+use | don'?t\s+use | ignorieren | ignore | disregard | verwerfen | discard | vergessen | streichen
           | wird\s+(?:wieder\s+)?gelöscht | will\s+be\s+deleted
           | (?:ist|is)\s+(?:nur\s+|only\s+|just\s+)?(?:ein\w*\s+|a\s+|unser\w*\s+|our\s+)?test\w*
         )\b",
@@ -425,6 +453,47 @@ static VALUE_FOLLOWS: LazyLock<Regex> =
 /// 40078125") the number is the account's and the word labels it.
 pub(crate) fn is_what_the_value_is_for(before: &str, after: &str) -> bool {
     FOR_OWN.is_match(before) && VALUE_FOLLOWS.is_match(after)
+}
+
+/// The end of a clause that points back at the sentence before it for the name of
+/// the number that follows: "For the avoidance of doubt it is 6958312", "Zur
+/// Sicherheit noch einmal: 7264019", "Sie lautet 6712598".
+static REFERS_BACK: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)(?:
+            \b(?:it|this|that)(?:\s+is|'s|’s|\s+was)
+          | \b(?:sie|die|diese|es|das)\s+(?:lautet|lautete|ist|heißt|heisst)
+          | \b(?:noch\s*(?:ein)?mal|nochmals|erneut|once\s+(?:more|again)|again|here\s+it\s+is)
+        )\s*:?\s*$",
+    )
+});
+
+/// Whether `clause`, the author's words right before a number with no ID keyword of
+/// its own, points back at the sentence before (see [`REFERS_BACK`]).
+pub(crate) fn refers_back(clause: &str) -> bool {
+    REFERS_BACK.is_match(clause)
+}
+
+/// A place looked in, right before a distractor word: "unter Kontoeinstellungen",
+/// "in the account settings", "im Kundenportal".
+static PLACE_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:unter|under|im|in\s+(?:den|der|dem|die|the|our|unser\w*)|bei|auf\s+der|on\s+the)\s*$",
+    )
+});
+/// After that place, a verb of its own before the colon that gives the value:
+/// "nachgeschaut: Die", "looked: it is".
+static PLACE_AFTER: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)^\s+(?:nachgeschaut|nachgesehen|geschaut|gesehen|gefunden|steht|stehen|looked|checked|found|shows?|says?|lists?|zeigt|heißt\s+es|heisst\s+es)\b[^\d:]{0,30}:\s*\S{0,8}\s*$",
+    )
+});
+
+/// Whether a distractor word names the place the author looked the value up in
+/// ("Ich habe unter Kontoeinstellungen nachgeschaut: Die 6297415 ist …"), not the
+/// number's kind.
+pub(crate) fn is_place_looked_in(before: &str, after: &str) -> bool {
+    PLACE_BEFORE.is_match(before) && PLACE_AFTER.is_match(after)
 }
 
 /// A word between two numbers that offers the second as the alternative of the
@@ -541,7 +610,18 @@ pub(crate) fn pga_words(text: &str) -> Vec<Cue> {
 }
 
 pub(crate) fn pla_words(text: &str) -> Vec<Cue> {
-    all_matches(&ROLE_PLA, text)
+    let mut words = all_matches(&ROLE_PLA, text);
+    // "global account (PGA) – not transactional": a denied location word names none.
+    words.retain(|c| {
+        let before = &text.as_bytes()[..c.start];
+        !["not ", "nicht ", "non-", "non ", "kein ", "keine "]
+            .iter()
+            .any(|n| {
+                before.len() >= n.len()
+                    && before[before.len() - n.len()..].eq_ignore_ascii_case(n.as_bytes())
+            })
+    });
+    words
 }
 
 pub(crate) fn just_before_says_old(window: &str) -> bool {
@@ -580,11 +660,26 @@ pub(crate) fn after_says_new(after: &str) -> bool {
     AFTER_NEW.is_match(after)
 }
 
+/// The first of `stops` in `text` outside parentheses.
+fn outside_parentheses(text: &str, stops: [char; 2]) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, c) in text.char_indices() {
+        match c {
+            '(' | '[' => depth += 1,
+            ')' | ']' => depth = depth.saturating_sub(1),
+            c if depth == 0 && stops.contains(&c) => return Some(i),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// A statement about the number right before `text`, up to the end of its clause:
 /// "ist unsere neue PLA, ", "is our PGA (global account) and ", "ist seit Mai
-/// gesperrt, ". What it says belongs to that number, not to the next one.
+/// gesperrt, ", "for the company as a whole (the global account) and ". What it
+/// says belongs to that number, not to the next one.
 static PREDICATE: LazyLock<Regex> = LazyLock::new(|| {
-    compile(r"(?i)^\s*(?:ist|is|are|sind|war|was|wird|wurde|will\s+be|has\s+been)\b")
+    compile(r"(?i)^\s*(?:ist|is|are|sind|war|was|wird|wurde|will\s+be|has\s+been|für|fuer|for)\b")
 });
 
 /// Length in bytes of [`PREDICATE`] at the start of `text` through the comma,
@@ -595,7 +690,8 @@ pub(crate) fn predicate_len(text: &str) -> usize {
     if !PREDICATE.is_match(text) {
         return 0;
     }
-    let mut end = text.find([',', ';']);
+    // A comma inside a note ("(PLA, Horgen)") ends no clause.
+    let mut end = outside_parentheses(text, [',', ';']);
     for joint in [" und ", " and ", " sowie ", " while ", " whereas "] {
         if let Some(i) = text.find(joint) {
             end = Some(end.map_or(i + joint.len() - 1, |e| e.min(i + joint.len() - 1)));

@@ -293,6 +293,15 @@ pub(crate) fn html_names_instead(html: &str, id: &str) -> Option<Vec<String>> {
     (!shown.is_empty()).then_some(shown)
 }
 
+/// The ID-shaped numbers of a text, as digits.
+pub(crate) fn numbers_in(text: &str) -> std::collections::HashSet<String> {
+    text.lines()
+        .filter(|l| l.bytes().any(|b| b.is_ascii_digit()))
+        .flat_map(|l| tokens(&blank(l)))
+        .map(|t| t.digits)
+        .collect()
+}
+
 pub(crate) fn mail_is_about_ids(subject: &str, blocks: &[Block]) -> bool {
     cues::mentions_id_topic(subject)
         || blocks.iter().flat_map(|b| &b.lines).any(|l| {
@@ -913,6 +922,19 @@ fn read_context(
         }
     }
 
+    // "Joseph already sent you our new partner location ID on 13 November. For the
+    // avoidance of doubt it is 6958312": named by the sentence it points back at.
+    let mut named_before = None;
+    if keyword.is_none() && !quoted && !own_label && cues::refers_back(&clause) {
+        if let Some((sentence, k)) =
+            sentence_naming_id_before(block, blanked, index, token.start, &clause)
+        {
+            strength = Strength::Strong;
+            keyword = Some(k.text.trim().to_string());
+            named_before = Some(sentence[..k.end].to_string());
+        }
+    }
+
     // A quoted number loses whatever its words say (see `choose`): only its keyword
     // (shown to the operator, and in its score) is worth reading. Quoted history is
     // most of a reply's numbers, so this is most of the time triage spends here.
@@ -928,6 +950,8 @@ fn read_context(
         .filter(|d| !clause[d.end..].contains(BLANKED))
         // "Neue MPN-ID für mein Konto: 6021947": the ID of the account, not its number.
         .filter(|d| !cues::is_what_the_value_is_for(&clause[..d.start], &clause[d.end..]))
+        // "unter Kontoeinstellungen nachgeschaut: Die 6297415": where, not what.
+        .filter(|d| !cues::is_place_looked_in(&clause[..d.start], &clause[d.end..]))
         .map(|d| d.text)
         .or_else(|| {
             if backward_kw.is_some() {
@@ -970,7 +994,17 @@ fn read_context(
             temporal = Temporal::New;
         }
     }
+    if let Some(named) = &named_before {
+        if temporal == Temporal::Unsaid {
+            temporal = temporal_of(named, "", false);
+        }
+    }
     let mut role = role_of(window, after);
+    if let Some(named) = &named_before {
+        if role == Role::Unsaid {
+            role = role_of(named, "");
+        }
+    }
     // A keyword shared by several numbers ("zwei Standort-IDs, 6732095 für Trier und
     // 6732112 für Luxemburg") names the role of every one of them, not only of the
     // first: otherwise the first would outrank the others by position alone.
@@ -1118,6 +1152,39 @@ fn found_at(
     }
 }
 
+/// The sentence right before the one of a number (on its line, else the line above,
+/// in the same part of the mail) and the strong ID keyword it ends on, when no
+/// number follows that keyword there: what "it is …" / "noch einmal: …" points at.
+fn sentence_naming_id_before(
+    block: &Block,
+    blanked: &[String],
+    index: usize,
+    start: usize,
+    clause: &str,
+) -> Option<(String, Cue)> {
+    let own = &blanked[index][..start];
+    let before = own.strip_suffix(clause)?;
+    let mut text = before.trim_end();
+    if text.trim().is_empty() {
+        let source = block.lines[index].source;
+        let up = (0..index)
+            .rev()
+            .take(2)
+            .find(|&i| !blanked[i].trim().is_empty())
+            .filter(|&i| block.lines[i].source == source)?;
+        text = blanked[up].trim_end();
+    }
+    let text = text.strip_suffix(['.', '!', ':'])?;
+    let sentence = &text[sentence_start(text)..];
+    let distractors = cues::distractors(sentence);
+    let (strong, _) = cues::keywords(sentence, &distractors);
+    let k = strong.into_iter().max_by_key(|k| k.end)?;
+    if last_number_end(&sentence[k.end..]) != 0 || distractors.iter().any(|d| d.start >= k.end) {
+        return None;
+    }
+    Some((sentence.to_string(), k))
+}
+
 /// Whether a correction cue stands before the number, on its line or the line above,
 /// with no other number in between (see [`cues::correction_end`]).
 fn introduced_as_correction(block: &Block, blanked: &[String], index: usize, start: usize) -> bool {
@@ -1193,6 +1260,20 @@ fn marker_window<'a>(clause: &'a str, line_start: usize, kw: Option<&Cue>) -> &'
         Some(k) => k.start.saturating_sub(ADJECTIVE_REACH),
         None => clause.len().saturating_sub(40).max(line_start),
     };
+    // "Bestellung 4410726 weiterhin gesperrt - Partner-ID 7264019": a dash or bar
+    // between the previous number and this keyword ends the previous statement.
+    let after_prev = match kw {
+        Some(k) if prev > 0 && k.start > after_prev => [" - ", " – ", " | "]
+            .iter()
+            .filter_map(|sep| {
+                clause[after_prev..k.start]
+                    .rfind(sep)
+                    .map(|i| after_prev + i + sep.len())
+            })
+            .max()
+            .unwrap_or(after_prev),
+        _ => after_prev,
+    };
     let from = ceil_boundary(clause, from.max(after_prev).min(clause.len()));
     &clause[from..]
 }
@@ -1224,7 +1305,25 @@ fn temporal_of(window: &str, after: &str, says_old_after: bool) -> Temporal {
             }
         }
     };
-    consider(cues::new_words(window), Temporal::New, None);
+    let new = cues::new_words(window);
+    // "Will the new ID look anything like our current one (3864127)": set against a
+    // new one, the current ID is the old one.
+    if let Some(first_new) = new.iter().map(|c| c.end).min() {
+        let current = cues::current_words(&window[first_new..]);
+        consider(
+            current
+                .into_iter()
+                .map(|c| Cue {
+                    start: c.start + first_new,
+                    end: c.end + first_new,
+                    text: c.text,
+                })
+                .collect(),
+            Temporal::Old,
+            None,
+        );
+    }
+    consider(new, Temporal::New, None);
     consider(cues::old_words(window), Temporal::Old, None);
     consider(
         cues::negations(window),

@@ -22,6 +22,37 @@ const SKIP_TAGS: &[&str] = &[
     "style", "script", "head", "title", "xml", "template", "noscript",
 ];
 
+/// Elements without content: hiding them hides nothing.
+const VOID_TAGS: &[&str] = &[
+    "img", "br", "hr", "input", "meta", "link", "area", "base", "col", "wbr", "source",
+];
+
+/// Whether a tag's attributes hide its content from the reader: `display:none`,
+/// `mso-hide:all` (Outlook), or the `hidden` attribute. A newsletter's or CRM's
+/// preheader is hidden this way, and may hold a stale number.
+fn is_hidden(inner: &str) -> bool {
+    // One cheap pass first: every form holds "non" or "hid" ("none", "hidden",
+    // "mso-hide"), which most tags do not.
+    let maybe = inner.as_bytes().windows(3).any(|w| {
+        let w = [w[0] | 0x20, w[1] | 0x20, w[2] | 0x20];
+        &w == b"non" || &w == b"hid"
+    });
+    if !maybe {
+        return false;
+    }
+    let squeezed: String = inner
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    squeezed.contains("display:none")
+        || squeezed.contains("visibility:hidden")
+        || squeezed.contains("mso-hide:all")
+        || inner.split_whitespace().skip(1).any(|a| {
+            a.eq_ignore_ascii_case("hidden") || a.to_ascii_lowercase().starts_with("hidden=")
+        })
+}
+
 /// Longest header cell that is used as a column label.
 const MAX_HEADER_LABEL: usize = 30;
 
@@ -129,6 +160,7 @@ pub(crate) fn html_to_text(html: &str) -> String {
     let mut out = Out::new(html.len() / 2);
     let mut tables: Vec<Table> = Vec::new();
     let mut skip_depth: Option<String> = None;
+    let mut hidden: Option<(String, usize)> = None;
     let bytes = html.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
@@ -141,7 +173,8 @@ pub(crate) fn html_to_text(html: &str) -> String {
                 continue;
             }
             let end = tag_end(bytes, i + 1);
-            let tag = parse_tag(&html[i + 1..end.min(bytes.len())]);
+            let inner = &html[i + 1..end.min(bytes.len())];
+            let tag = parse_tag(inner);
             i = (end + 1).min(bytes.len());
             let Some((name, closing)) = tag else {
                 continue;
@@ -152,14 +185,34 @@ pub(crate) fn html_to_text(html: &str) -> String {
                 }
                 continue;
             }
+            // Inside an element hidden from the reader, up to its end (the same tag
+            // nested inside is counted).
+            if let Some((hidden_name, depth)) = &mut hidden {
+                if *hidden_name == name {
+                    if closing {
+                        *depth -= 1;
+                    } else {
+                        *depth += 1;
+                    }
+                }
+                // An element left open ends with the body at the latest.
+                if *depth == 0 || (closing && matches!(name.as_str(), "body" | "html")) {
+                    hidden = None;
+                }
+                continue;
+            }
             if !closing && SKIP_TAGS.contains(&name.as_str()) {
                 skip_depth = Some(name);
+                continue;
+            }
+            if !closing && !VOID_TAGS.contains(&name.as_str()) && is_hidden(inner) {
+                hidden = Some((name, 1));
                 continue;
             }
             handle_tag(&mut out, &mut tables, &name, closing);
             continue;
         }
-        if skip_depth.is_some() {
+        if skip_depth.is_some() || hidden.is_some() {
             // Nothing but the next tag matters inside a skipped element.
             i = bytes[i..]
                 .iter()

@@ -240,11 +240,33 @@ fn collect_texts(message: &Message<'_>, origin: Origin, depth: usize, out: &mut 
         let Some(part) = message.parts.get(id as usize) else {
             continue;
         };
-        if let PartType::Message(inner) = &part.body {
-            let (from, _) = first_address(inner.from());
-            collect_texts(inner, Origin::Attached { from }, depth + 1, out);
+        match &part.body {
+            PartType::Message(inner) => {
+                let (from, _) = first_address(inner.from());
+                collect_texts(inner, Origin::Attached { from }, depth + 1, out);
+            }
+            // A text file the author attached ("anbei die IDs als Textdatei, direkt
+            // aus dem Partner Center exportiert") is read like a forwarded text.
+            PartType::Text(t) if is_plain_text(part) && out.len() < MAX_TEXTS => {
+                out.push(TextPart {
+                    text: normalise(cut(t, MAX_TEXT_BYTES), false),
+                    origin: Origin::Attached { from: None },
+                    html: false,
+                });
+            }
+            _ => {}
         }
     }
+}
+
+/// Whether a part is declared text/plain (not a calendar, CSV or other text).
+fn is_plain_text(part: &mail_parser::MessagePart<'_>) -> bool {
+    part.content_type().is_some_and(|ct| {
+        ct.ctype().eq_ignore_ascii_case("text")
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("plain"))
+    })
 }
 
 fn body_texts(message: &Message<'_>, ids: &[u32]) -> Vec<TextPart> {
@@ -279,8 +301,8 @@ fn is_flowed(part: &mail_parser::MessagePart<'_>) -> bool {
 }
 
 /// Line endings to '\n', invisible characters removed, no-break and thin spaces to
-/// plain spaces, and format=flowed soft breaks joined (RFC 3676), so that a sentence
-/// is one line however the client wrapped it.
+/// plain spaces, full-width digits to ASCII, and format=flowed soft breaks joined
+/// (RFC 3676), so that a sentence is one line however the client wrapped it.
 pub(crate) fn normalise(text: &str, flowed: bool) -> String {
     let mut clean = String::with_capacity(text.len());
     let bytes = text.as_bytes();
@@ -302,6 +324,9 @@ pub(crate) fn normalise(text: &str, flowed: bool) -> String {
             '\r' => Some(Some('\n')),
             '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => Some(Some(' ')),
             '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => Some(None),
+            // Full-width digits and colon (East Asian input methods): "７１８５０３２".
+            '\u{ff10}'..='\u{ff19}' => Some(char::from_digit(c as u32 - 0xff10, 10)),
+            '\u{ff1a}' => Some(Some(':')),
             _ => None,
         };
         if let Some(with) = with {

@@ -260,6 +260,9 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
     // An attribution whose quote is marked line by line: the author may answer
     // between its lines.
     let mut answers_between = false;
+    // A forward the client marked with '>' ("> Anfang der weitergeleiteten
+    // Nachricht:", iPhone and Apple Mail do): its '>' lines are forwarded, not quoted.
+    let mut quoted_forward: Option<Source> = None;
     for i in 0..raw_lines.len() {
         let t = raw_lines[i].trim();
         let wrapped_attribution = std::mem::take(&mut attribution_tail);
@@ -267,9 +270,29 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
         // '>'. The author's own answer below a quote starts after a blank line.
         let glued_to_quote =
             !t.is_empty() && i > 0 && raw_lines[i - 1].trim_start().starts_with('>');
+        if !t.is_empty() && !t.starts_with('>') {
+            quoted_forward = None;
+        }
         // A '>' line is quoted, but the author may answer below it, so the state
         // stays.
-        let source = if state == Source::Quoted
+        let source = if let Some(forwarded) = quoted_forward {
+            forwarded
+        } else if may_forward
+            && !seen_forward
+            && matches!(state, Source::Body | Source::Signature)
+            && t.starts_with('>')
+            && FORWARD_MARKER.is_match(unquoted(t))
+        {
+            let below: Vec<&str> = raw_lines[i + 1..]
+                .iter()
+                .take(FORWARD_HEADER_REACH)
+                .map(|l| unquoted(l.trim()))
+                .collect();
+            let forwarded = forward_state(&below, 0, own);
+            seen_forward = true;
+            quoted_forward = Some(forwarded);
+            forwarded
+        } else if state == Source::Quoted
             || wrapped_attribution
             || t.starts_with('>')
             || glued_to_quote
@@ -344,6 +367,11 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
         lines,
         html: part.html,
     }
+}
+
+/// A line without its quote marks ("> > text" → "text").
+fn unquoted(line: &str) -> &str {
+    line.trim_start_matches(['>', ' '])
 }
 
 /// Forwarded, unless the forwarded header block (within reach of `from`) names one

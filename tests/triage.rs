@@ -1366,6 +1366,47 @@ fn pointers_withdrawals_and_what_the_reader_sees() {
     ]);
 }
 
+/// What the operator is shown: every number the author wrote, but of the numbers
+/// that lost only for standing in quoted history without an ID keyword (dates,
+/// orders, phone numbers of the mails answered) no more than four.
+#[test]
+fn reported_candidates_leave_out_most_bare_quoted_numbers() {
+    let quote: String = (0..12)
+        .map(|i| {
+            format!(
+                "> Bestellung {} vom 12.11.2025 ist bestätigt.\n",
+                4_500_100 + i * 37
+            )
+        })
+        .collect();
+    let body = format!(
+        "Unsere neue Partner-ID lautet 6831320.\n\nAm 17.11.2025 schrieb Cloud Team <cloud@mpnd-dist.example>:\n> Ihre bisherige MPN-ID 4412987 ist ungültig.\n{quote}"
+    );
+    let t = triage(
+        &msg(DE, "AW: Partner-ID", &body).build(),
+        &test_registry(),
+        &test_policy(),
+    );
+    assert_eq!(t.mpn_id.as_ref().map(|m| m.as_str()), Some("6831320"));
+    assert!(
+        t.candidates[0].verdict.starts_with("chosen"),
+        "{:?}",
+        t.candidates[0]
+    );
+    let bare_quoted = t
+        .candidates
+        .iter()
+        .filter(|c| c.source.starts_with("quoted") && c.keyword.is_none())
+        .count();
+    assert_eq!(bare_quoted, 4, "{:?}", t.candidates);
+    // The quoted number with a keyword (our notice's old ID) is still shown.
+    assert!(
+        t.candidates.iter().any(|c| c.id == "4412987"),
+        "{:?}",
+        t.candidates
+    );
+}
+
 /// Round E (blind fixtures): answers written between the lines of our mail, and a
 /// number stated as the new ID that also follows a loose label.
 #[test]

@@ -26,6 +26,12 @@ use super::{Candidate, MpnId, Outcome};
 
 /// Most candidates reported to the operator.
 const MAX_REPORTED: usize = 40;
+/// Why a quoted number loses.
+const QUOTED: &str = "quoted text, not the author's words";
+/// Most numbers reported that lost only for standing in quoted history without an
+/// ID keyword (dates, order and phone numbers of the mails answered): they tell
+/// the operator little, and were most of a stored case.
+const MAX_QUOTED_BARE: usize = 4;
 
 pub(crate) struct Choice {
     pub outcome: Outcome,
@@ -295,7 +301,7 @@ fn keyword_role(keyword: &str) -> Role {
 
 fn loss_of(f: &Found, about_ids: bool, label: u8) -> Option<String> {
     if f.source == Source::Quoted {
-        return Some("quoted text, not the author's words".into());
+        return Some(QUOTED.into());
     }
     match f.shape {
         Shape::LeadingZero => return Some("starts with 0: not an MPN ID".into()),
@@ -443,15 +449,23 @@ fn report(mut ranked: Vec<Ranked>, winner: Option<&str>) -> Vec<Candidate> {
             verdict,
         }
     });
+    let mut quoted_bare = 0;
     for row in rows {
         if reported.len() == MAX_REPORTED {
             break;
         }
         // Equal rows have equal scores, which the sort keeps together.
         let mut same_score = reported.iter().rev().take_while(|c| c.score == row.score);
-        if !same_score.any(|c| *c == row) {
-            reported.push(row);
+        if same_score.any(|c| *c == row) {
+            continue;
         }
+        if row.keyword.is_none() && row.verdict.strip_prefix("lost: ") == Some(QUOTED) {
+            if quoted_bare == MAX_QUOTED_BARE {
+                continue;
+            }
+            quoted_bare += 1;
+        }
+        reported.push(row);
     }
     reported
 }

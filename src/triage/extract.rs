@@ -1118,25 +1118,12 @@ fn found_at(
     keyword: Option<String>,
     strength: Strength,
 ) -> Found {
-    // The line's first 240 characters, cut at a char boundary (collecting them one
-    // char at a time was 4% of triage).
-    let line_text = block.lines[index].text.trim();
-    let cut = if line_text.len() <= 240 {
-        line_text.len() // no more bytes, so no more chars
-    } else {
-        // The 241st char starts at the 241st byte that is no UTF-8 continuation.
-        line_text
-            .bytes()
-            .enumerate()
-            .filter(|(_, b)| (*b as i8) >= -0x40)
-            .nth(240)
-            .map_or(line_text.len(), |(i, _)| i)
-    };
+    let evidence = evidence_around(&block.lines[index].text, token.start, token.end);
     Found {
         id: token.digits.clone(),
         source: block.lines[index].source,
         html: block.html,
-        evidence: line_text[..cut].to_string(),
+        evidence,
         keyword: keyword.map(|k| k.trim().to_string()),
         strength,
         temporal: Temporal::Unsaid,
@@ -1183,6 +1170,44 @@ fn sentence_naming_id_before(
         return None;
     }
     Some((sentence.to_string(), k))
+}
+
+/// Longest line shown whole as a number's evidence.
+const EVIDENCE_LINE: usize = 200;
+/// Else the evidence is this much of the line before the number and after it.
+const EVIDENCE_BEFORE: usize = 90;
+const EVIDENCE_AFTER: usize = 100;
+
+/// The number's line as evidence for the operator: whole when short, else the words
+/// around the number ("… before 6 173 402 after …"), so that a long line (an HTML
+/// paragraph) still shows the number itself and a stored case stays small.
+fn evidence_around(line: &str, start: usize, end: usize) -> String {
+    let trimmed = line.trim();
+    if trimmed.len() <= EVIDENCE_LINE {
+        return trimmed.to_string();
+    }
+    let mut from = floor_boundary(line, start.saturating_sub(EVIDENCE_BEFORE));
+    let mut to = ceil_boundary(line, end + EVIDENCE_AFTER);
+    // Whole words at both ends.
+    if from > 0 {
+        from = line[from..start.min(line.len())]
+            .find(char::is_whitespace)
+            .map_or(from, |i| from + i);
+    }
+    if to < line.len() {
+        to = line[end.min(to)..to]
+            .rfind(char::is_whitespace)
+            .map_or(to, |i| end.min(to) + i);
+    }
+    let mut out = String::with_capacity(to - from + 8);
+    if !line[..from].trim().is_empty() {
+        out.push_str("… ");
+    }
+    out.push_str(line[from..to].trim());
+    if !line[to..].trim().is_empty() {
+        out.push_str(" …");
+    }
+    out
 }
 
 /// Whether a correction cue stands before the number, on its line or the line above,
@@ -1689,6 +1714,21 @@ mod tests {
         let f = read(&["unsere MPN-ID 4417206 wurde von Microsoft widerrufen."]);
         assert_eq!(f[0].temporal, Temporal::Old);
         assert!(!read(&["Ticket 6813097"])[0].alone);
+    }
+
+    #[test]
+    fn evidence_shows_the_number_of_a_long_line() {
+        let line = format!(
+            "{}neue Partner-ID 6173402 {}",
+            "Wort ".repeat(60),
+            "mehr ".repeat(60)
+        );
+        let start = line.find("6173402").unwrap();
+        let e = evidence_around(&line, start, start + 7);
+        assert!(e.contains("neue Partner-ID 6173402 mehr"), "{e}");
+        assert!(e.starts_with("… Wort") && e.ends_with("mehr …"), "{e}");
+        assert!(e.len() < 220, "{e}");
+        assert_eq!(evidence_around("  kurz: 6173402  ", 8, 15), "kurz: 6173402");
     }
 
     #[test]

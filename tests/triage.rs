@@ -301,6 +301,18 @@ fn red_team_m_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-m", 45, KNOWN_FIXTURE_M_MISSES);
 }
 
+/// The fifteenth round (`tests/fixtures/triage-o/`): safety again, blind, with its
+/// own registry: 30 mails where a careless reader applies a wrong number (a
+/// customer's, a sister or parent company's, a sub-distributor's, an acquired
+/// company's, provisional, conditional, sandbox, expired, withdrawn, the PGA
+/// alone, agreement and enrollment numbers, the own old ID reformatted) and 15
+/// applies with such a number beside the ID; run against
+/// [`KNOWN_FIXTURE_O_MISSES`].
+#[test]
+fn red_team_o_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-o", 45, KNOWN_FIXTURE_O_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -2110,3 +2122,6 @@ const KNOWN_FIXTURE_L_MISSES: &[&str] = &[];
 
 /// Thirteenth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_M_MISSES: &[&str] = &[];
+
+/// Fifteenth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_O_MISSES: &[&str] = &[];

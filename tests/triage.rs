@@ -1246,10 +1246,11 @@ fn authors_reservations_and_pending_locations() {
             msg(DE, "Neue ID", "ich glaube, unsere neue MPN-ID ist 6831300, bin mir aber nicht sicher. Bitte noch nichts umstellen.").build(),
             id("6831300", Decision::Review),
         ),
+        // The next sentence asks about it: asked, not stated (as round K labels it).
         (
             "ist das die richtige?",
             msg(DE, "Frage Partner-ID", "im Partner Center steht jetzt die Partner-ID 6831301. Ist das die richtige?").build(),
-            id("6831301", Decision::Review),
+            none(),
         ),
         (
             "please don't change anything yet",
@@ -1374,6 +1375,64 @@ fn pointers_withdrawals_and_what_the_reader_sees() {
             "a hidden preheader is not read",
             msg(DE, "Neue Partner-ID", &alternative("Unsere neue Partner-ID lautet 6831319.", "<div style=\"display: none\">Neue Partner-ID 6831391 <div>x</div> bitte umstellen</div><p>Unsere neue Partner-ID lautet 6831319.</p>")).content_type(ALTERNATIVE).build(),
             apply("6831319"),
+        ),
+    ]);
+}
+
+/// Round O (blind safety traps): whose ID it is, when it was, whether it exists yet,
+/// and questions about a number.
+#[test]
+fn whose_when_and_whether_yet() {
+    run_cases(vec![
+        (
+            "their Partner ID: a sub-distributor's",
+            msg(EN, "Partner ID for our account", "We will work through CloudBridge Partners Ltd, who act as a sub-distributor. Their Partner ID is 7245620. Could you please put 7245620 on our account?").build(),
+            none(),
+        ),
+        (
+            "a partner's mail forwarded for information",
+            msg(DE, "WG: Unsere neue Partner-ID", "nur zur Info, unten die Mail unseres Kooperationspartners.\n\nVon: Peter Hansen <p.hansen@foerde-it.example>\nGesendet: Mittwoch, 19. November 2025 16:38\nAn: Sebastian Falk <einkauf@falkenstein-sh.example>\nBetreff: Unsere neue Partner-ID\n\nMoin, wir sind wieder registriert, unsere neue Partner-ID ist 6831321.\n").build(),
+            id("6831321", Decision::Review),
+        ),
+        (
+            "a colleague's mail forwarded is the sender's own",
+            msg(DE, "WG: Unsere neue Partner-ID", "anbei die Mail meines Kollegen.\n\nVon: Jana Falk <j.falk@falkenstein-sh.example>\nGesendet: Mittwoch, 19. November 2025 16:38\nAn: Sebastian Falk <einkauf@falkenstein-sh.example>\nBetreff: Unsere neue Partner-ID\n\nUnsere neue Partner-ID ist 6831322.\n").build(),
+            apply("6831322"),
+        ),
+        (
+            "the ID a location got back then",
+            msg(DE, "Frage", "Wir hatten 2023 schon einmal einen zweiten Standort angelegt. Der hat damals die ID 6831323 bekommen, wurde aber deaktiviert. Können wir diese wieder aktivieren lassen?").build(),
+            none(),
+        ),
+        (
+            "wird … die X sein: expected, not issued",
+            msg(DE, "Neuregistrierung - ID reserviert", "Wenn Microsoft die Registrierung genehmigt, wird unsere neue Standort-ID die 6831324 sein.").build(),
+            none(),
+        ),
+        (
+            "will be X: expected, not issued",
+            msg(EN, "Re-enrolment", "Microsoft is still reviewing our application. Our new location ID will be 7245621.").build(),
+            none(),
+        ),
+        (
+            "the subject's number is the old one, bitte ersetzen",
+            msg(DE, "Partner-ID 4412987 bitte ersetzen", "die Nummer im Betreff ist unsere alte ID, die ist ja gesperrt.\nNeue Standort-ID: 6831325\n").build(),
+            apply("6831325"),
+        ),
+        (
+            "a question about the current ID",
+            msg(EN, "Re: Action required", "And our current ID 5520413 - does that simply stop working, or do we have to close it ourselves?").build(),
+            none(),
+        ),
+        (
+            "the next sentence asks about it",
+            msg(DE, "Gilt unsere Partner-ID weiter?", "Im Partner Center steht nach wie vor die Partner-ID 44 12 987 mit dem Status „Aktiv“. Gilt die nicht einfach weiter?").build(),
+            none(),
+        ),
+        (
+            "reicht Ihnen die? holds back",
+            msg(DE, "Standort-ID", "unsere Niederlassung hat heute von Microsoft die Standort-ID 6831326 bekommen. Reicht Ihnen die erst mal für unser Konto?").build(),
+            id("6831326", Decision::Review),
         ),
     ]);
 }
@@ -2124,4 +2183,23 @@ const KNOWN_FIXTURE_L_MISSES: &[&str] = &[];
 const KNOWN_FIXTURE_M_MISSES: &[&str] = &[];
 
 /// Fifteenth-round fixtures the engine still gets wrong; each must be a safe miss.
-const KNOWN_FIXTURE_O_MISSES: &[&str] = &[];
+/// All but the last get the label's decision (review); triage keeps the number it
+/// would have chosen and names why a person must look, where the label says no ID
+/// of the sender's was stated.
+const KNOWN_FIXTURE_O_MISSES: &[&str] = &[
+    // An end customer's MPN-ID beside "our own location ID is still to come".
+    "o01_de_outlook_customer_mpn_id.eml",
+    // "Please don't change anything on our account yet": held back.
+    "o09_en_exchange_unsure_do_not_change.eml",
+    // A partner's mail forwarded "zur Info": the forwarded author's own ID.
+    "o16_de_outlook_forwards_partners_id.eml",
+    // Agreement and enrollment numbers called "ID": ambiguous, not none.
+    "o21_de_crm_html_only_mpa_and_registration_numbers.eml",
+    // Withdrawn in a postscript, the location ID still to come.
+    "o24_de_roundcube_withdrawn_in_postscript.eml",
+    // A branch that is a company of its own: "Reicht Ihnen die erst mal?" holds back.
+    "o26_de_iphone_branch_other_entity.eml",
+    // A parent company's ID that is another reseller's old one: the label rejects
+    // it, triage reviews it as another company's ID. Neither applies it.
+    "o37_en_outlook_ios_parents_old_id.eml",
+];

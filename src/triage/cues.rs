@@ -133,7 +133,7 @@ static OLD: LazyLock<Regex> = LazyLock::new(|| {
            | previous\w* | former\w* | prior | revoked | widerrufen\w* | gesperrt\w* | ungültig\w* | ungueltig\w*
            | invalid\w* | deaktiviert\w* | deactivated | expired | abgelaufen\w* | falsch\w* | wrong | incorrect
            | fehlerhaft\w* | typo | zahlendreher | vertippt | gelöscht\w* | deleted | obsolete | veraltet\w*
-           | ursprünglich\w* | ehemals | einstig\w* | no\s+longer | nicht\s+mehr)\b",
+           | ursprünglich\w* | ehemals | einstig\w* | no\s+longer | nicht\s+mehr | damals | seinerzeit | back\s+then)\b",
     )
 });
 
@@ -213,6 +213,7 @@ static AFTER_OLD: LazyLock<Regex> = LazyLock::new(|| {
           | [:\-–]?\s*(?:gesperrt|widerrufen|revoked|deaktiviert|deactivated|ungültig|invalid|abgelaufen|expired|entzogen)\b
           | (?:die|der|das|the)\s+(?:alte\w*|old|bisherige\w*|frühere\w*|ehemalige\w*|previous|former)\b
           | (?:bitte\s+)?(?:löschen|entfernen|austragen)\b
+          | (?:bitte\s+)?(?:ersetzen|austauschen)\s*(?:[–\-.,!;]|$)
           | (?:kann|können|darf|can|may)\s+(?:\w+\s+){0,2}(?:gelöscht|entfernt|weg|raus|deleted|removed)\b
         )",
     )
@@ -269,7 +270,9 @@ static JOINT: LazyLock<Regex> =
     LazyLock::new(|| compile(r"(?i)^\s*(?:durch|auf|gegen|zu|to|into|for)\s*(?:die|the)?\s*$"));
 
 /// Words in the sentence before a number that make it someone else's ID or a test
-/// registration's: "unsere Schwesterfirma hat ihre neue MPN-ID …", "für unsere
+/// registration's: "unsere Schwesterfirma hat ihre neue MPN-ID …", "Their Partner ID
+/// is …" (not "its", nor German "seine"/"ihre" alone: those name a location of the
+/// sender's as often), "für unsere
 /// Tochtergesellschaft …", "testweise angelegt (Partner-ID …)", "als indirekter
 /// Anbieter steht dort Nordwind mit der Partner-ID …", "our customer X is a partner
 /// itself (MPN ID …)". They count only when the author does not claim the number
@@ -282,6 +285,7 @@ static OTHER_PARTY: LazyLock<Regex> = LazyLock::new(|| {
            | sister[\s-]+(?:company|firm|business) | subsidiar\w* | affiliate\w* | parent[\s-]+company | group[\s-]+company
            | indirekte[rn]?[\s-]+(?:anbieter\w*|provider\w*) | indirect[\s-]+provider\w* | distribut\w* | distri\b | großhändler\w*
            | (?:seine[nmrs]?|ihre[nmrs]?|dessen|deren|his|her|its|their)\s+(?:eigene\w*|own)\s+(?:neue\w*\s+|new\s+)?(?:mpn|partner|pla|standort|location)
+           | (?:his|her|their)\s+(?:new\s+)?(?:mpn|partner[\s-]*id|pla\b|location)
            | testweise | zu\s+test(?:zwecken|\s+zwecken) | for\s+testing | test[\s-]*(?:registrierung|tenant|mandant\w*|umgebung|account|konto|zugang|standort|registration|location|id)
            | (?:unser\w*|our|the|die|der|den)\s+test\b | sandbox | demo[\s-]*(?:tenant|mandant\w*|account|konto))\b",
     )
@@ -351,6 +355,29 @@ static DISOWN_AFTER: LazyLock<Regex> = LazyLock::new(|| {
     )
 });
 
+/// A future right after the number: "wird unsere neue Standort-ID die 6288714
+/// sein", "… 6288714 lauten": expected, not issued yet.
+static FUTURE_AFTER: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)^\s*(?:sein|werden|lauten)\b"));
+/// The same before it: "our new location ID will be 7…".
+static FUTURE_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
+    compile(r"(?i)\b(?:will|would|shall)\s+(?:then\s+|probably\s+|likely\s+)?be\s*:?\s*$")
+});
+
+/// The next sentence asks about the number: "… die Partner-ID 36 92 518 mit dem
+/// Status „Aktiv“. Gilt die nicht einfach weiter?", "… 4276158. Does it stop
+/// working?".
+static ASKED_NEXT: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?ix)^[\s\x22“”»«]*[.!]\s+(?:gilt|ist|bleibt|stimmt|passt|läuft|is|does|will|stays?|remains?)\s+(?:die|das|diese|sie|er|it|this|that|the\s+(?:old\s+)?(?:one|id|number))\b[^.!?\n]{0,60}\?",
+    )
+});
+
+/// Whether the sentence after a number (`rest` starts at its end) asks about it.
+pub(crate) fn asked_next(rest: &str) -> bool {
+    rest.contains('?') && ASKED_NEXT.is_match(rest)
+}
+
 /// A question about the number itself, asked right after it: "3190846 – ist die bei
 /// Ihnen noch richtig hinterlegt?", "7245501, is that still valid?". The caller also
 /// requires the sentence to end in '?'.
@@ -373,7 +400,8 @@ static LOCATION_PENDING: LazyLock<Regex> = LazyLock::new(|| {
 
 /// The author holds us back: "Bitte noch nichts umstellen", "Bitte die obige Nummer
 /// NICHT verwenden", "bitte also nicht an unserem Konto eintragen", "please don't
-/// change anything yet", "bin mir aber nicht sicher", "Ist das die richtige?". Not
+/// change anything yet", "bin mir aber nicht sicher", "Ist das die richtige?",
+/// "Reicht Ihnen die erst mal für unser Konto?". Not
 /// "nicht mehr verwenden" / "no longer use" (said of the old ID).
 static RESERVATION: LazyLock<Regex> = LazyLock::new(|| {
     compile(
@@ -381,7 +409,8 @@ static RESERVATION: LazyLock<Regex> = LazyLock::new(|| {
         \bbitte\s+(?:\w+\s+){0,5}?(?:nicht|nichts)\s+(?:\w+\s+){0,4}?(?:verwenden|eintragen|umstellen|ändern|aendern|übernehmen|uebernehmen|nutzen|benutzen|hinterlegen)\b
       | \b(?:please\s+)?(?:do\s+not|don't|dont)\s+(?:\w+\s+){0,4}?(?:use|enter|apply|change|switch|update)\b
       | \b(?:bin|sind)\s+(?:mir|uns)\s+(?:aber\s+|noch\s+)?(?:nicht|un)\s*sicher\b | \b(?:i'm|i\s+am|we're|we\s+are)\s+not\s+(?:\w+\s+)?sure\b
-      | \bist\s+das\s+(?:die|der|das)\s+(?:richtige|korrekte)\b | \bstimmt\s+das\s*\? | \bis\s+(?:this|that|it)\s+the\s+(?:right|correct)\s+(?:one|id|number)\b",
+      | \bist\s+das\s+(?:die|der|das)\s+(?:richtige|korrekte)\b | \bstimmt\s+das\s*\? | \bis\s+(?:this|that|it)\s+the\s+(?:right|correct)\s+(?:one|id|number)\b
+      | \breicht\s+(?:ihnen|euch|das|die|der|diese)\b[^.!?\n]{0,40}\? | \b(?:is|would)\s+(?:that|this|it)\s+(?:be\s+)?(?:enough|sufficient)\b[^.!?\n]{0,40}\?",
     )
 });
 
@@ -422,7 +451,8 @@ static CORRECTION: LazyLock<Regex> = LazyLock::new(|| {
 static SUBJECT_RETRACTED: LazyLock<Regex> = LazyLock::new(|| {
     compile(
         r"(?ix)\b(?:betreff|subject(?:\s+line)?)\b[^.!?\n]{0,30}\b(?:falsch|fehlerhaft|stimmt\s+nicht|wrong|incorrect|typo|tippfehler|zahlendreher|vertippt)
-          | \b(?:ignore|ignorieren\s+sie)\s+(?:the|den)\s+(?:betreff|subject)",
+          | \b(?:ignore|ignorieren\s+sie)\s+(?:the|den)\s+(?:betreff|subject)
+          | \b(?:nummer|zahl|id|number)\s+(?:im|in\s+the|in\s+der)\s+(?:betreff|subject(?:\s+line)?)\s+(?:ist|is|was|war)\s+(?:\w+\s+){0,2}?(?:alt\w*|old|bisherig\w*|previous|gesperrt\w*|revoked)",
     )
 });
 
@@ -472,6 +502,15 @@ static REFERS_BACK: LazyLock<Regex> = LazyLock::new(|| {
 /// its own, points back at the sentence before (see [`REFERS_BACK`]).
 pub(crate) fn refers_back(clause: &str) -> bool {
     REFERS_BACK.is_match(clause)
+}
+
+/// First-person words: the writer speaks of its own ("unsere neue Partner-ID").
+static FIRST_PERSON: LazyLock<Regex> =
+    LazyLock::new(|| compile(r"(?i)\b(?:we|we've|we're|our|ours|us|wir|unser\w*|uns)\b"));
+
+/// Whether `text` speaks in the first person (see [`FIRST_PERSON`]).
+pub(crate) fn speaks_for_itself(text: &str) -> bool {
+    FIRST_PERSON.is_match(text)
 }
 
 /// A place looked in, right before a distractor word: "unter Kontoeinstellungen",
@@ -764,6 +803,9 @@ pub(crate) fn disowned_before(clause: &str, just_before: &str) -> Option<&'stati
     if WITHDRAW_BEFORE.is_match(just_before) {
         return Some("withdrawn by the author");
     }
+    if FUTURE_BEFORE.is_match(just_before) {
+        return Some("only expected, not issued yet");
+    }
     if IF_BEFORE.is_match(just_before) {
         return Some("only a condition (\"if the ID is …\")");
     }
@@ -777,6 +819,9 @@ pub(crate) fn disowned_after(after: &str, ends_question: bool) -> Option<&'stati
         if OLD.find(gap).is_none() && NEW.find(gap).is_none() {
             return Some("withdrawn by the author");
         }
+    }
+    if FUTURE_AFTER.is_match(after) {
+        return Some("only expected, not issued yet");
     }
     if ends_question && QUESTIONED_AFTER.is_match(after) {
         return Some("asked about, not stated");
@@ -863,7 +908,7 @@ static OWNER_OF_AFTER: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A proper name that owns the keyword right after it: "Redwood Lane's new".
 static OWNER_POSSESSIVE: LazyLock<Regex> = LazyLock::new(|| {
-    compile(r"((?:[A-ZÄÖÜ][\w&.-]*\s+){0,3}[A-ZÄÖÜ][\w&.-]*)(?:'s|’s)\s+(?:[\w-]+\s+){0,2}$")
+    compile(r"((?:(?:[A-ZÄÖÜ][\w&.-]*|&)\s+){0,3}[A-ZÄÖÜ][\w&.-]*)(?:'s|’s)\s+(?:[\w-]+\s+){0,2}$")
 });
 
 /// The company the author names as the holder of an ID: in `before` (the text

@@ -18,7 +18,9 @@ use super::extract::{
 };
 use super::html::html_to_text;
 use super::parse::{normalise, parse, Origin, Parsed, TextPart};
-use super::segment::{edited_reply_subject, segment, subject_source, Own, Source};
+use super::segment::{
+    edited_reply_subject, forwarded_authors, segment, subject_source, Own, Source,
+};
 use super::{Decision, Headers, MpnId, Outcome, Policy, Registry, Triage};
 
 /// Triage one raw message (RFC 5322 bytes) against the registry and policy.
@@ -131,7 +133,51 @@ fn read(texts: &[TextPart], parsed: &Parsed, registry: &Registry, own: &Own) -> 
     );
     check_named_owner(&mut choice, parsed, registry, own);
     check_reservations(&mut choice, &blocks);
+    check_forwarded_holder(&mut choice, texts, &blocks, parsed, own);
     choice
+}
+
+/// A forwarded mail speaks for its own author: "unsere neue Partner-ID ist 6134870"
+/// forwarded from another company (a partner's mail passed on "zur Info") is that
+/// company's ID, not the sender's. Only Microsoft's mails and the sender's own
+/// organisation's speak for the sender; an ID the forwarded author calls "ours"
+/// is reviewed otherwise.
+fn check_forwarded_holder(
+    choice: &mut Choice,
+    texts: &[TextPart],
+    blocks: &[super::segment::Block],
+    parsed: &Parsed,
+    own: &Own,
+) {
+    let Some(chosen) = choice
+        .candidates
+        .iter()
+        .find(|c| c.verdict.starts_with("chosen") && c.source.starts_with("forwarded"))
+    else {
+        return;
+    };
+    if !super::cues::speaks_for_itself(&chosen.evidence) {
+        return;
+    }
+    let domain_of = |a: &str| a.rsplit_once('@').map(|(_, d)| d.to_lowercase());
+    let sender = parsed.headers.from.as_deref().and_then(domain_of);
+    let mut authors: Vec<String> = texts
+        .iter()
+        .filter_map(|t| match &t.origin {
+            Origin::Attached { from: Some(f) } => Some(f.clone()),
+            _ => None,
+        })
+        .collect();
+    authors.extend(blocks.iter().flat_map(forwarded_authors));
+    let stranger = authors.into_iter().find(|a| {
+        let d = domain_of(a);
+        !a.contains("microsoft") && d != sender && !own.is_own(a)
+    });
+    if let Some(stranger) = stranger {
+        choice.review.push(format!(
+            "the ID is given in a mail forwarded from {stranger}, whose author calls it its own"
+        ));
+    }
 }
 
 /// The mail's texts with the HTML alternative in place of the plain text, when the

@@ -669,6 +669,10 @@ fn ends_sentence_with_period(before: &str) -> bool {
         "sep", "okt", "oct", "nov", "dez", "dec", "az", "id", "bd", "hrb", "hra", "kw", "vol",
         "ed", "fig", "tab", "ziff", "lit",
     ];
+    // A quote closed before the period ("mit dem Status „Aktiv“.") ends a sentence.
+    if before.ends_with(['"', '“', '”', '»', '«']) {
+        return true;
+    }
     let mut rev = before
         .chars()
         .rev()
@@ -1034,8 +1038,18 @@ fn read_context(
     // A question about a number the author calls new is a polite one ("ist das so
     // ok?"); about any other number it asks, and states nothing.
     let asks = rest.starts_with('?') && temporal != Temporal::New;
-    let disowned =
-        cues::disowned_before(since_prev, window).or_else(|| cues::disowned_after(after, asks));
+    let disowned = cues::disowned_before(since_prev, window)
+        .or_else(|| cues::disowned_after(after, asks))
+        // "And our current ID 4276158 - does that simply stop working …?": asked
+        // about by a question it stands in, named by no more than "ID".
+        .or_else(|| {
+            (asks && strength != Strength::Strong && distractor.is_none())
+                .then_some("asked about, not stated")
+        })
+        .or_else(|| {
+            (temporal != Temporal::New && cues::asked_next(rest))
+                .then_some("asked about, not stated")
+        });
 
     let alternative_to = (prev > 0 && cues::offers_alternative(&clause[prev..]))
         .then(|| digits_ending_at(&clause, prev))

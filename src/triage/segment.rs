@@ -369,6 +369,19 @@ pub(crate) fn segment(part: &TextPart, may_forward: bool, own: &Own) -> Block {
     }
 }
 
+/// The sender addresses of the forwarded header blocks in `block` ("Von: Peter
+/// Hansen <p.hansen@foerde-it.example>"), lower-case.
+pub(crate) fn forwarded_authors(block: &Block) -> Vec<String> {
+    block
+        .lines
+        .iter()
+        .filter(|l| l.source == Source::Forwarded)
+        .map(|l| unquoted(l.text.trim()))
+        .filter(|t| HEADER_FROM.is_match(t))
+        .filter_map(|t| EMAIL.find(t).map(|m| m.as_str().to_lowercase()))
+        .collect()
+}
+
 /// A line without its quote marks ("> > text" → "text").
 fn unquoted(line: &str) -> &str {
     line.trim_start_matches(['>', ' '])

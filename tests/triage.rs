@@ -301,6 +301,15 @@ fn red_team_m_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-m", 45, KNOWN_FIXTURE_M_MISSES);
 }
 
+/// The fourteenth round (`tests/fixtures/triage-n/`): a fourth blind twin of the
+/// corpus with its own registry, leaning on the hardest categories (PGA and PLA,
+/// old and new, corrections, distractors, two IDs) and on threads of mails per
+/// reseller; run against [`KNOWN_FIXTURE_N_MISSES`].
+#[test]
+fn red_team_n_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-n", 45, KNOWN_FIXTURE_N_MISSES);
+}
+
 /// The fifteenth round (`tests/fixtures/triage-o/`): safety again, blind, with its
 /// own registry: 30 mails where a careless reader applies a wrong number (a
 /// customer's, a sister or parent company's, a sub-distributor's, an acquired
@@ -2203,3 +2212,6 @@ const KNOWN_FIXTURE_O_MISSES: &[&str] = &[
     // it, triage reviews it as another company's ID. Neither applies it.
     "o37_en_outlook_ios_parents_old_id.eml",
 ];
+
+/// Fourteenth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_N_MISSES: &[&str] = &[];

@@ -1446,6 +1446,29 @@ fn whose_when_and_whether_yet() {
     ]);
 }
 
+/// Round N (blind twin): a plain-text table's column headers, and a note inside
+/// the keyword's phrase.
+#[test]
+fn plain_text_tables_and_notes() {
+    run_cases(vec![
+        (
+            "a plain-text table: alt and neu over their columns",
+            msg(DE, "Stammdaten: MPN-ID alt/neu", "anstelle unserer bisherigen MPN-ID bitte ab sofort die neue Standort-ID verwenden:\n\n                    alt (gesperrt)        neu\nMPN-/Partner-ID     4412987               6831327\nKundennummer        100877                (unverändert)\n").build(),
+            apply("6831327"),
+        ),
+        (
+            "a plain-text table: the new column first",
+            msg(EN, "Partner IDs", "Here are our IDs:\n\n                 new          previous\nPartner ID       7245622      5520413\n").build(),
+            apply("7245622"),
+        ),
+        (
+            "a word in a closed note labels nothing",
+            msg(EN, "Re: Partner Center IDs", "The ID for our transacting location (Reading - the one enrolled as indirect reseller and linked to the new tenant) is 7245623. The other number, 7245632, is the HQ/global account.").build(),
+            apply("7245623"),
+        ),
+    ]);
+}
+
 /// What the operator is shown: every number the author wrote, but of the numbers
 /// that lost only for standing in quoted history without an ID keyword (dates,
 /// orders, phone numbers of the mails answered) no more than four.
@@ -2214,4 +2237,8 @@ const KNOWN_FIXTURE_O_MISSES: &[&str] = &[
 ];
 
 /// Fourteenth-round fixtures the engine still gets wrong; each must be a safe miss.
-const KNOWN_FIXTURE_N_MISSES: &[&str] = &[];
+const KNOWN_FIXTURE_N_MISSES: &[&str] = &[
+    // Asks to use another reseller's revoked ID, named as that company's: the label
+    // rejects it, triage reviews it as another company's ID. Neither applies it.
+    "n35_en_outlookmac_other_resellers_old_id.eml",
+];

@@ -956,6 +956,9 @@ fn read_context(
         .filter(|d| !cues::is_what_the_value_is_for(&clause[..d.start], &clause[d.end..]))
         // "unter Kontoeinstellungen nachgeschaut: Die 6297415": where, not what.
         .filter(|d| !cues::is_place_looked_in(&clause[..d.start], &clause[d.end..]))
+        // "the ID for our location (… linked to the new tenant) is 7150428": a word
+        // inside a note closed before the number labels nothing of it.
+        .filter(|d| !in_closed_note(&clause[..d.start], &clause[d.end..]))
         .map(|d| d.text)
         .or_else(|| {
             if backward_kw.is_some() {
@@ -1184,6 +1187,15 @@ fn sentence_naming_id_before(
         return None;
     }
     Some((sentence.to_string(), k))
+}
+
+/// Whether a word between `before` and `after` stands in a parenthesis that opens
+/// in `before` and closes in `after`.
+fn in_closed_note(before: &str, after: &str) -> bool {
+    let opened = before
+        .rfind('(')
+        .is_some_and(|o| before.rfind(')').is_none_or(|c| c < o));
+    opened && after.contains(')')
 }
 
 /// Longest line shown whole as a number's evidence.

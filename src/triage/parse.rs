@@ -278,7 +278,10 @@ fn body_texts(message: &Message<'_>, ids: &[u32]) -> Vec<TextPart> {
         // mail-parser lists a text/plain part among the HTML bodies (and vice versa)
         // when the alternative is missing, so both kinds are handled either way.
         let (text, html) = match &part.body {
-            PartType::Text(t) => (normalise(cut(t, MAX_TEXT_BYTES), is_flowed(part)), false),
+            PartType::Text(t) => (
+                label_columns(normalise(cut(t, MAX_TEXT_BYTES), is_flowed(part))),
+                false,
+            ),
             PartType::Html(h) => (
                 normalise(&html_to_text(cut(h, MAX_TEXT_BYTES)), false),
                 true,
@@ -292,6 +295,96 @@ fn body_texts(message: &Message<'_>, ids: &[u32]) -> Vec<TextPart> {
         });
     }
     texts
+}
+
+/// Longest header cell of a plain-text table used as its column's label.
+const MAX_COLUMN_LABEL: usize = 30;
+
+/// A plain-text table whose header line names its columns, the values aligned
+/// below ("                alt (gesperrt)        neu" over "MPN-ID    5361948
+/// 6742018"): each number in a row gets its column's header as a prefix, as an
+/// HTML table's cells do ("MPN-ID   alt (gesperrt): 5361948   neu: 6742018"),
+/// because the header says which number is old.
+pub(crate) fn label_columns(text: String) -> String {
+    if !text.contains("   ") {
+        return text;
+    }
+    let lines: Vec<&str> = text.split('\n').collect();
+    let mut out: Vec<String> = Vec::with_capacity(lines.len());
+    let mut header: Option<Vec<(usize, String)>> = None;
+    let mut changed = false;
+    for line in &lines {
+        let cells = columns(line);
+        if line.trim().is_empty() || cells.len() < 2 {
+            header = None;
+            out.push(line.to_string());
+            continue;
+        }
+        let has_digit = line.bytes().any(|b| b.is_ascii_digit());
+        if !has_digit {
+            let usable = cells
+                .iter()
+                .all(|(_, c)| c.chars().count() <= MAX_COLUMN_LABEL);
+            header = usable.then(|| {
+                cells
+                    .into_iter()
+                    .map(|(col, c)| (col, c.to_string()))
+                    .collect()
+            });
+            out.push(line.to_string());
+            continue;
+        }
+        let Some(head) = &header else {
+            out.push(line.to_string());
+            continue;
+        };
+        let mut row = Vec::with_capacity(cells.len());
+        for (col, cell) in cells {
+            let label = head
+                .iter()
+                .find(|(h, _)| h.abs_diff(col) <= 2)
+                .map(|(_, l)| l.as_str());
+            match label {
+                Some(l) if cell.bytes().any(|b| b.is_ascii_digit()) => {
+                    changed = true;
+                    row.push(format!("{l}: {cell}"));
+                }
+                _ => row.push(cell.to_string()),
+            }
+        }
+        // Spaces, not " | ": in a plain text that marks a business card.
+        out.push(row.join("   "));
+    }
+    if changed {
+        out.join("\n")
+    } else {
+        text
+    }
+}
+
+/// The cells of a line split at runs of two or more spaces, each with the column
+/// (in characters) it starts at.
+fn columns(line: &str) -> Vec<(usize, &str)> {
+    let mut cells = Vec::new();
+    let mut start: Option<(usize, usize)> = None; // (byte, column)
+    let mut spaces = 0;
+    for (col, (i, c)) in line.char_indices().enumerate() {
+        if c == ' ' {
+            spaces += 1;
+        } else {
+            if spaces >= 2 || start.is_none() {
+                if let Some((b, cl)) = start {
+                    cells.push((cl, line[b..i].trim_end()));
+                }
+                start = Some((i, col));
+            }
+            spaces = 0;
+        }
+    }
+    if let Some((b, cl)) = start {
+        cells.push((cl, line[b..].trim_end()));
+    }
+    cells
 }
 
 fn is_flowed(part: &mail_parser::MessagePart<'_>) -> bool {

@@ -584,6 +584,20 @@ mod tests {
     }
 
     #[test]
+    fn hidden_elements_are_not_text() {
+        let t = html_to_text(
+            "<div style=\"display: none; max-height:0\">Neue ID 7143440 <div>inner</div> tail</div><p>Sichtbar 7584945</p><span hidden>weg</span><span style=\"mso-hide:all\">auch weg</span>ok",
+        );
+        assert_eq!(t.trim(), "Sichtbar 7584945\nok", "{t:?}");
+        // Hidden, never closed: the rest of the body only, not what follows it.
+        let t = html_to_text("a<div style=\"display:none\">b</body>c");
+        assert_eq!(t.trim(), "ac", "{t:?}");
+        // A void element with display:none hides nothing after it.
+        let t = html_to_text("x<img style=\"display:none\">y");
+        assert_eq!(t.trim(), "xy", "{t:?}");
+    }
+
+    #[test]
     fn broken_html_does_not_panic() {
         for s in [
             "<",

@@ -321,6 +321,11 @@ pub(crate) fn label_columns(text: String) -> String {
             continue;
         }
         let has_digit = line.bytes().any(|b| b.is_ascii_digit());
+        // A row without numbers ("Tenant   a.example   b.example") keeps the header.
+        if !has_digit && header.is_some() {
+            out.push(line.to_string());
+            continue;
+        }
         if !has_digit {
             let usable = cells
                 .iter()
@@ -473,6 +478,29 @@ fn unflow(text: &str) -> Cow<'_, str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_text_tables_label_their_columns() {
+        let text = "Bitte umstellen:\n                    alt (gesperrt)        neu\nMPN-/Partner-ID     5361948               6742018\nTenant              a.example             b.example\n\nGruß";
+        let out = label_columns(text.to_string());
+        assert!(
+            out.contains("MPN-/Partner-ID   alt (gesperrt): 5361948   neu: 6742018"),
+            "{out}"
+        );
+        // Cells without digits and lines after the table stay as they were; a row
+        // without numbers is no new header.
+        assert!(out.contains("Tenant              a.example"), "{out}");
+        let text = "          alt        neu\nTenant    a.example  b.example\nKunde     100877     100877\n";
+        assert!(label_columns(text.to_string()).contains("alt: 100877   neu: 100877"));
+        assert!(out.ends_with("\n\nGruß"), "{out}");
+        // No header line: nothing changes.
+        let prose = "Unsere neue ID:   6742018\nTel.   0431 556 78-0";
+        assert_eq!(label_columns(prose.to_string()), prose);
+        assert_eq!(
+            columns("  ab  cd e   f"),
+            [(2, "ab"), (6, "cd e"), (13, "f")]
+        );
+    }
 
     #[test]
     fn unflow_joins_soft_breaks_only() {

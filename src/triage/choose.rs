@@ -28,6 +28,8 @@ use super::{Candidate, MpnId, Outcome};
 const MAX_REPORTED: usize = 40;
 /// Why a quoted number loses.
 const QUOTED: &str = "quoted text, not the author's words";
+/// How every loss for being called old (here or elsewhere in the mail) begins.
+const CALLED_OLD: &str = "called old";
 /// Most numbers reported that lost only for standing in quoted history without an
 /// ID keyword (dates, order and phone numbers of the mails answered): they tell
 /// the operator little, and were most of a stored case.
@@ -318,7 +320,7 @@ fn loss_of(f: &Found, about_ids: bool, label: u8) -> Option<String> {
         return Some(format!("labelled as \"{d}\", not the ID"));
     }
     match f.temporal {
-        Temporal::Old => return Some("called old/previous/wrong".into()),
+        Temporal::Old => return Some(format!("{CALLED_OLD}/previous/wrong")),
         Temporal::Negated => return Some("negated (\"not …\")".into()),
         _ => {}
     }
@@ -364,7 +366,9 @@ fn disqualify_everywhere(ranked: &mut [Ranked]) {
         if r.loss.is_none()
             && (unsaid.contains(&r.found.id) || (labelled.contains(&r.found.id) && !stated_new))
         {
-            r.loss = Some("called old or another number elsewhere in this mail".into());
+            r.loss = Some(format!(
+                "{CALLED_OLD} or another number elsewhere in this mail"
+            ));
         }
     }
 }
@@ -422,6 +426,14 @@ fn describe_win(r: &Ranked) -> String {
         words.push("in the forwarded message");
     }
     words.join(" ")
+}
+
+/// Whether a reported candidate lost for being called old (see [`loss_of`] and
+/// [`disqualify_everywhere`]).
+pub(crate) fn lost_as_old(c: &Candidate) -> bool {
+    c.verdict
+        .strip_prefix("lost: ")
+        .is_some_and(|v| v.starts_with(CALLED_OLD))
 }
 
 /// The candidates for the operator, best first, each distinct reading once: quoted

@@ -9,15 +9,14 @@ use std::sync::LazyLock;
 
 use regex::Regex;
 
-use super::choose::{choose, Choice};
+use super::choose::{choose, lost_as_old, Choice};
 use super::classify::{automated, recall};
 use super::cues::regex;
 use super::decide::{decide, sender_accounts};
 use super::extract::{
     asks_which, find, html_names_instead, location_pending, mail_is_about_ids, numbers_in,
 };
-use super::html::html_to_text;
-use super::parse::{normalise, parse, Origin, Parsed, TextPart};
+use super::parse::{html_as_text, parse, Origin, Parsed, TextPart};
 use super::segment::{
     edited_reply_subject, forwarded_authors, segment, subject_source, Own, Source,
 };
@@ -191,7 +190,7 @@ fn html_shows_more(parsed: &Parsed) -> Option<Vec<TextPart>> {
     if digit_runs_outside_tags(html).all(|run| plain().any(|t| t.text.contains(run))) {
         return None;
     }
-    let shown = normalise(&html_to_text(html), false);
+    let shown = html_as_text(html);
     let in_plain: HashSet<String> = plain().flat_map(|t| numbers_in(&t.text)).collect();
     if numbers_in(&shown).iter().all(|n| in_plain.contains(n)) {
         return None;
@@ -248,7 +247,7 @@ fn reconcile(plain: Choice, html: Choice, parsed: &Parsed) -> Choice {
     let superseded = plain.id.as_ref().is_none_or(|p| {
         html.candidates
             .iter()
-            .any(|c| c.id == p.as_str() && c.verdict.starts_with("lost: called old"))
+            .any(|c| c.id == p.as_str() && lost_as_old(c))
     });
     match &html.id {
         Some(id) if !in_plain(id) && superseded => html,

@@ -278,7 +278,7 @@ pub(crate) fn html_names_instead(html: &str, id: &str) -> Option<Vec<String>> {
     if html.contains(id) {
         return None;
     }
-    let text = super::parse::normalise(&super::html::html_to_text(html), false);
+    let text = super::parse::html_as_text(html);
     let mut shown: Vec<String> = Vec::new();
     for line in text.lines() {
         for t in tokens(&blank(line)) {
@@ -1216,14 +1216,14 @@ fn evidence_around(line: &str, start: usize, end: usize) -> String {
     let mut to = ceil_boundary(line, end + EVIDENCE_AFTER);
     // Whole words at both ends.
     if from > 0 {
-        from = line[from..start.min(line.len())]
+        from = line[from..start]
             .find(char::is_whitespace)
             .map_or(from, |i| from + i);
     }
     if to < line.len() {
-        to = line[end.min(to)..to]
+        to = line[end..to]
             .rfind(char::is_whitespace)
-            .map_or(to, |i| end.min(to) + i);
+            .map_or(to, |i| end + i);
     }
     let mut out = String::with_capacity(to - from + 8);
     if !line[..from].trim().is_empty() {
@@ -1360,15 +1360,11 @@ fn temporal_of(window: &str, after: &str, says_old_after: bool) -> Temporal {
     // "Will the new ID look anything like our current one (3864127)": set against a
     // new one, the current ID is the old one.
     if let Some(first_new) = new.iter().map(|c| c.end).min() {
-        let current = cues::current_words(&window[first_new..]);
+        let current = cues::current_words(window);
         consider(
             current
                 .into_iter()
-                .map(|c| Cue {
-                    start: c.start + first_new,
-                    end: c.end + first_new,
-                    text: c.text,
-                })
+                .filter(|c| c.start >= first_new)
                 .collect(),
             Temporal::Old,
             None,

@@ -282,10 +282,7 @@ fn body_texts(message: &Message<'_>, ids: &[u32]) -> Vec<TextPart> {
                 label_columns(normalise(cut(t, MAX_TEXT_BYTES), is_flowed(part))),
                 false,
             ),
-            PartType::Html(h) => (
-                normalise(&html_to_text(cut(h, MAX_TEXT_BYTES)), false),
-                true,
-            ),
+            PartType::Html(h) => (html_as_text(cut(h, MAX_TEXT_BYTES)), true),
             _ => continue,
         };
         texts.push(TextPart {
@@ -309,62 +306,76 @@ pub(crate) fn label_columns(text: String) -> String {
     if !text.contains("   ") {
         return text;
     }
-    let lines: Vec<&str> = text.split('\n').collect();
-    let mut out: Vec<String> = Vec::with_capacity(lines.len());
-    let mut header: Option<Vec<(usize, String)>> = None;
-    let mut changed = false;
-    for line in &lines {
-        let cells = columns(line);
-        if line.trim().is_empty() || cells.len() < 2 {
-            header = None;
-            out.push(line.to_string());
-            continue;
-        }
-        let has_digit = line.bytes().any(|b| b.is_ascii_digit());
-        // A row without numbers ("Tenant   a.example   b.example") keeps the header.
-        if !has_digit && header.is_some() {
-            out.push(line.to_string());
-            continue;
-        }
-        if !has_digit {
-            let usable = cells
-                .iter()
-                .all(|(_, c)| c.chars().count() <= MAX_COLUMN_LABEL);
-            header = usable.then(|| {
-                cells
-                    .into_iter()
-                    .map(|(col, c)| (col, c.to_string()))
-                    .collect()
-            });
-            out.push(line.to_string());
-            continue;
-        }
-        let Some(head) = &header else {
-            out.push(line.to_string());
-            continue;
+    // Built only from the first labelled row on: most texts have no such table.
+    let mut out: Option<String> = None;
+    let mut header: Option<Vec<(usize, &str)>> = None;
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let start = at;
+        at += line.len();
+        let body = line.trim_end_matches('\n');
+        // A table line has two cells at least, so two spaces in a row.
+        let cells = if body.contains("  ") {
+            columns(body)
+        } else {
+            Vec::new()
         };
-        let mut row = Vec::with_capacity(cells.len());
-        for (col, cell) in cells {
-            let label = head
-                .iter()
-                .find(|(h, _)| h.abs_diff(col) <= 2)
-                .map(|(_, l)| l.as_str());
-            match label {
-                Some(l) if cell.bytes().any(|b| b.is_ascii_digit()) => {
-                    changed = true;
-                    row.push(format!("{l}: {cell}"));
-                }
-                _ => row.push(cell.to_string()),
+        let has_digit = body.bytes().any(|b| b.is_ascii_digit());
+        let labelled = match &header {
+            _ if cells.len() < 2 => {
+                header = None;
+                None
             }
+            // A row without numbers ("Tenant   a.example   b.example") keeps it.
+            Some(_) if !has_digit => None,
+            None if !has_digit => {
+                let usable = cells
+                    .iter()
+                    .all(|(_, c)| c.chars().count() <= MAX_COLUMN_LABEL);
+                header = usable.then_some(cells);
+                None
+            }
+            None => None,
+            Some(head) => label_row(head, &cells),
+        };
+        match (labelled, &mut out) {
+            (Some(row), Some(o)) => {
+                o.push_str(&row);
+                o.push_str(&line[body.len()..]);
+            }
+            (Some(row), None) => {
+                let mut o = String::with_capacity(text.len() + 64);
+                o.push_str(&text[..start]);
+                o.push_str(&row);
+                o.push_str(&line[body.len()..]);
+                out = Some(o);
+            }
+            (None, Some(o)) => o.push_str(line),
+            (None, None) => {}
         }
-        // Spaces, not " | ": in a plain text that marks a business card.
-        out.push(row.join("   "));
     }
-    if changed {
-        out.join("\n")
-    } else {
-        text
-    }
+    out.unwrap_or(text)
+}
+
+/// A table row with each number under a header prefixed by it, cells joined by
+/// spaces (" | " in a plain text marks a business card); `None` when no number
+/// stands under a header.
+fn label_row(head: &[(usize, &str)], cells: &[(usize, &str)]) -> Option<String> {
+    let mut labelled = false;
+    let row: Vec<String> = cells
+        .iter()
+        .map(|&(col, cell)| {
+            let label = head.iter().find(|(h, _)| h.abs_diff(col) <= 2);
+            match label {
+                Some((_, l)) if cell.bytes().any(|b| b.is_ascii_digit()) => {
+                    labelled = true;
+                    format!("{l}: {cell}")
+                }
+                _ => cell.to_string(),
+            }
+        })
+        .collect();
+    labelled.then(|| row.join("   "))
 }
 
 /// The cells of a line split at runs of two or more spaces, each with the column
@@ -390,6 +401,11 @@ fn columns(line: &str) -> Vec<(usize, &str)> {
         cells.push((cl, line[b..].trim_end()));
     }
     cells
+}
+
+/// An HTML body as the text a reader sees, normalised like a plain one.
+pub(crate) fn html_as_text(html: &str) -> String {
+    normalise(&html_to_text(html), false)
 }
 
 fn is_flowed(part: &mail_parser::MessagePart<'_>) -> bool {

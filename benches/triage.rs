@@ -45,6 +45,7 @@ fn registry(corpus: &Path) -> Registry {
                 domains: list(f[3]),
                 old_ids: list(f[4]),
                 current_id: None,
+                updating: false,
                 locale: f[5].into(),
             })
         })

@@ -497,7 +497,7 @@ pub struct Item<'a> {
 }
 
 /// What the registry looks like once `t` (an apply) is committed: its ID is the
-/// reseller's current one, and the ID it replaces is old (as `Store::registry`
+/// reseller's current one (being applied), and the ID it replaces is old (as `Store::registry`
 /// would say after the commit).
 fn note_apply(registry: &mut Registry, t: &Triage, touched: &mut HashSet<String>) {
     let (Some(account), Some(id)) = (&t.reseller, &t.mpn_id) else {
@@ -509,6 +509,7 @@ fn note_apply(registry: &mut Registry, t: &Triage, touched: &mut HashSet<String>
         .find(|r| &r.account == account)
     {
         touched.insert(id.to_string());
+        r.updating = true;
         if let Some(previous) = r.current_id.replace(id.to_string()) {
             if previous != id.as_str() && !r.old_ids.contains(&previous) {
                 touched.insert(previous.clone());
@@ -611,7 +612,7 @@ fn changed_ids(before: &Registry, now: &Registry) -> Option<HashSet<String>> {
         {
             return None;
         }
-        if a.current_id != b.current_id {
+        if a.current_id != b.current_id || a.updating != b.updating {
             ids.extend(a.current_id.iter().chain(&b.current_id).cloned());
         }
         if a.old_ids != b.old_ids {
@@ -1350,6 +1351,7 @@ mod tests {
             domains: vec![format!("{account}.example")],
             old_ids: old.iter().map(|s| s.to_string()).collect(),
             current_id: current.map(str::to_string),
+            updating: false,
             locale: "de".into(),
         }
     }

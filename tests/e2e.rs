@@ -807,7 +807,8 @@ fn a_batch_triaged_ahead_is_judged_against_the_applies_before_it() {
         ("R-20031", "7400001", "apply"),
         ("R-20047", "7400002", "apply"),
         ("R-20063", "7400001", "reject"),
-        ("R-20031", "7400001", "review"),
+        // The ID being applied, sent again: joins that update.
+        ("R-20031", "7400001", "apply"),
         ("R-20031", "7400003", "apply"),
         ("R-20058", "7400003", "reject"),
     ];
@@ -1441,4 +1442,346 @@ fn config_check_refuses_plaintext_smtp_to_a_remote_host() {
         err.contains("plain.toml:4: smtp.tls: tls = \"none\" is allowed only to a loopback host"),
         "{err}"
     );
+}
+
+/// Every labelled mail we have (the corpus and each fixture round), replayed in
+/// order through the running daemon against the registry it was written for: the
+/// store must agree with the stateless `mpnd extract` on every mail except where
+/// the mails before it rightly change the answer, keep one update per reseller,
+/// confirm only to the reseller's registered addresses, finish every update the
+/// operator completes, and take a second delivery of the whole set as duplicates.
+#[test]
+fn every_labelled_mail_replayed_in_order_keeps_the_store_consistent() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut own: Vec<std::path::PathBuf> = Vec::new();
+    let mut shared = vec![corpus().join("reseller")];
+    let mut dirs: Vec<_> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    dirs.sort();
+    for d in dirs {
+        if d.join("resellers.csv").exists() {
+            own.push(d);
+        } else {
+            shared.push(d);
+        }
+    }
+    assert!(shared.len() >= 9 && own.len() >= 7, "{shared:?} {own:?}");
+    let mut total = 0;
+    total += replay(&corpus().join("reseller"), &shared);
+    for d in &own {
+        total += replay(d, std::slice::from_ref(d));
+    }
+    assert!(total > 700, "{total} mails replayed");
+}
+
+/// One world: the registry of `registry`, every `.eml` of `folders` delivered in
+/// file-name order. Returns the number of mails.
+fn replay(registry: &Path, folders: &[std::path::PathBuf]) -> usize {
+    let mut w = maildir_world();
+    w.import_registry_from(registry);
+    let mut files = Vec::new();
+    for f in folders {
+        let mut v: Vec<_> = std::fs::read_dir(f)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "eml"))
+            .collect();
+        v.sort();
+        files.extend(v);
+    }
+    // What each mail gets on its own, against the same store's registry.
+    let mut args = vec!["extract", "--json"];
+    args.extend(files.iter().map(|p| p.to_str().unwrap()));
+    let alone: Vec<Value> = w
+        .ok(&args)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(alone.len(), files.len());
+
+    w.start();
+    let name = |i: usize| format!("1700000000.M{i:04}P1.replay");
+    for (i, f) in files.iter().enumerate() {
+        w.deliver(&name(i), &std::fs::read(f).unwrap());
+    }
+    w.wait_inbox_empty(60);
+
+    // Each delivered position has its case (a Message-ID seen before only moves).
+    let rows = w.rows(
+        "SELECT m.position, c.id, c.decision, c.state, c.account, COALESCE(c.mpn_id, ''), c.reasons
+         FROM messages m JOIN cases c ON c.message_id = m.id",
+    );
+    let by_pos: std::collections::HashMap<&str, &Vec<String>> =
+        rows.iter().map(|r| (r[0].as_str(), r)).collect();
+    let mut keys = std::collections::HashSet::new();
+    let mut differ = Vec::new();
+    let mut held = 0;
+    for (i, (f, a)) in files.iter().zip(&alone).enumerate() {
+        let key = a["message_id"].as_str().map(str::to_string);
+        let Some(row) = by_pos.get(name(i).as_str()) else {
+            assert!(
+                key.as_ref().is_some_and(|k| keys.contains(k)),
+                "{} has no case and is no duplicate",
+                f.display()
+            );
+            continue;
+        };
+        if let Some(k) = key {
+            keys.insert(k);
+        }
+        let want = a["decision"].as_str().unwrap();
+        let (decision, state, reasons) = (&row[2], &row[3], &row[6]);
+        let expected_state = match want {
+            "apply" => "updating",
+            "review" => "review",
+            "reject" => "rejected",
+            _ => "ignored",
+        };
+        // What the mails before may change: a newer case supersedes an update,
+        // an update in flight or done turns an older mail or a repeat into a review.
+        let stateful = want == "apply"
+            && (state == "superseded"
+                || (decision == "review"
+                    && (reasons.contains("an older mail does not replace")
+                        || reasons.contains("already the current ID"))));
+        held += usize::from(stateful && decision == "review");
+        if stateful && decision == "review" && std::env::var("SHOW_HELD").is_ok() {
+            println!("held {}: {reasons}", f.display());
+        }
+        if state != expected_state && !stateful {
+            differ.push(format!(
+                "{}: alone {want}, replayed {decision}/{state} {reasons}",
+                f.display()
+            ));
+        }
+        if a["mpn_id"].as_str().unwrap_or("") != row[5] {
+            differ.push(format!(
+                "{}: alone ID {}, replayed {}",
+                f.display(),
+                a["mpn_id"],
+                row[5]
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+    println!(
+        "{}: {} mails, {} cases, {held} applies held by an earlier one, states {:?}",
+        registry.display(),
+        files.len(),
+        rows.len(),
+        w.rows("SELECT state, COUNT(*) FROM cases GROUP BY state")
+    );
+    let routed =
+        w.maildir_count("Processed") + w.maildir_count("Review") + w.maildir_count("Ignored");
+    assert_eq!(
+        routed,
+        files.len(),
+        "every mail left the inbox for a folder"
+    );
+
+    // One update in flight per reseller, the one its pending ID names.
+    let updating = w.rows(
+        "SELECT account, COUNT(*), MAX(mpn_id) FROM cases WHERE state = 'updating' GROUP BY account",
+    );
+    for r in &updating {
+        assert_eq!(r[1], "1", "{} has several updates in flight", r[0]);
+        let pending = w.rows(&format!(
+            "SELECT state, pending_mpn_id FROM resellers WHERE account = '{}'",
+            r[0]
+        ));
+        assert_eq!(pending[0], vec!["updating".to_string(), r[2].clone()]);
+    }
+
+    // A "received" for every update started, a "rejected" for every reject,
+    // nothing else, and only ever to the reseller's registered addresses.
+    let mail_per_case = w.rows(
+        "SELECT c.id, c.state, COALESCE(GROUP_CONCAT(o.kind), '') FROM cases c
+         LEFT JOIN outbox o ON o.case_id = c.id GROUP BY c.id",
+    );
+    for r in &mail_per_case {
+        let want = match r[1].as_str() {
+            "updating" | "superseded" => "received",
+            "rejected" => "rejected",
+            _ => "",
+        };
+        assert_eq!(r[2], want, "case {} ({})", r[0], r[1]);
+    }
+    let recipients = w.rows(
+        "SELECT o.recipient, r.contact_emails, r.domains FROM outbox o JOIN resellers r ON r.account = o.account",
+    );
+    assert_eq!(
+        recipients.len(),
+        w.count("SELECT COUNT(*) FROM outbox") as usize,
+        "every confirmation belongs to a reseller"
+    );
+    for r in &recipients {
+        let to = r[0].to_lowercase();
+        let domain = to.rsplit('@').next().unwrap_or("");
+        assert!(
+            r[1].split(';').any(|c| c == to) || r[2].split(';').any(|d| d == domain),
+            "confirmation to {to}, not registered ({} / {})",
+            r[1],
+            r[2]
+        );
+    }
+
+    // The operator completes every update: the reseller carries the new ID on
+    // its account and every subscription, orders open, "applied" is queued.
+    for r in &updating {
+        let case = w.rows(&format!(
+            "SELECT id FROM cases WHERE account = '{}' AND state = 'updating'",
+            r[0]
+        ));
+        w.ok(&["job", "done", "--case", &case[0][0]]);
+        let show = w.json(&["reseller", "show", &r[0], "--json"]);
+        assert_eq!(show["reseller"]["state"], "active", "{show:#}");
+        assert_eq!(show["reseller"]["mpn_id"], r[2].as_str(), "{show:#}");
+        assert!(
+            show["subscriptions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|s| s["partner_id"] == r[2].as_str()),
+            "{show:#}"
+        );
+        assert_eq!(w.mpnd(&["gate", &r[0]]).status.code(), Some(0));
+    }
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'applied'") as usize,
+        updating.len()
+    );
+
+    // The whole set again, as a server that redelivers would: only moved.
+    let (cases, mails) = (
+        w.count("SELECT COUNT(*) FROM cases"),
+        w.count("SELECT COUNT(*) FROM outbox"),
+    );
+    for (i, f) in files.iter().enumerate() {
+        w.deliver(&name(files.len() + i), &std::fs::read(f).unwrap());
+    }
+    w.wait_inbox_empty(60);
+    assert_eq!(w.count("SELECT COUNT(*) FROM cases"), cases);
+    assert_eq!(w.count("SELECT COUNT(*) FROM outbox"), mails);
+    w.stop();
+    files.len()
+}
+
+/// A reseller that sends the ID being applied again (a reminder, a colleague)
+/// joins the update in flight: one set of jobs, no review, a second "received";
+/// once the ID is in place, the same ID once more is for a person to look at.
+#[test]
+fn the_id_being_applied_sent_again_joins_the_update() {
+    let mut w = maildir_world();
+    w.import_registry();
+    w.start();
+    let first = corpus_mail("01_de_outlook_plain_statement.eml");
+    let again = |date: &str, key: &str| {
+        String::from_utf8(first.clone())
+            .unwrap()
+            .replace("Tue, 11 Nov 2025 09:14:22 +0100", date)
+            .replace("c70101dc490c$d3e73ed4$691fa678$", key)
+            .into_bytes()
+    };
+    w.deliver("1700000001.M1P1.t", &first);
+    w.wait_inbox_empty(10);
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let case1 = cases[0]["id"].as_i64().unwrap().to_string();
+    let account = cases[0]["account"].as_str().unwrap().to_string();
+    let jobs = w.count("SELECT COUNT(*) FROM jobs");
+    assert!(jobs >= 2, "an account job and subscription jobs");
+    // One subscription job done by the operator before the repeat arrives.
+    let done_first = w.rows(&format!(
+        "SELECT id FROM jobs WHERE case_id = {case1} AND kind = 'subscription' ORDER BY id LIMIT 1"
+    ))[0][0]
+        .clone();
+    w.ok(&["job", "done", &done_first]);
+
+    // The same ID again, written later and, for good measure, an earlier copy.
+    w.deliver(
+        "1700000002.M1P1.t",
+        &again("Wed, 12 Nov 2025 10:00:00 +0100", "repeat-1"),
+    );
+    w.deliver(
+        "1700000003.M1P1.t",
+        &again("Mon, 10 Nov 2025 08:00:00 +0100", "repeat-0"),
+    );
+    w.wait_inbox_empty(10);
+    let cases = w.json(&["queue", "list", "--state", "all", "--json"]);
+    let states: Vec<(String, String)> = cases
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["id"].to_string(),
+                c["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states.iter().filter(|(_, s)| s == "updating").count(),
+        1,
+        "{cases:#}"
+    );
+    assert_eq!(
+        states.iter().filter(|(_, s)| s == "superseded").count(),
+        2,
+        "{cases:#}"
+    );
+    let last = &states.iter().find(|(_, s)| s == "updating").unwrap().0;
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM jobs"),
+        jobs,
+        "no job queued twice"
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM jobs WHERE state = 'cancelled'"),
+        0
+    );
+    assert_eq!(
+        w.count(&format!(
+            "SELECT COUNT(*) FROM jobs WHERE case_id = {last} AND state = 'pending'"
+        )),
+        jobs - 1,
+        "the open jobs carry on under the newest case"
+    );
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'received'"),
+        3,
+        "every mail is answered"
+    );
+    assert_eq!(
+        w.rows("SELECT case_id FROM audit WHERE action = 'case.superseded' ORDER BY id"),
+        vec![
+            vec![case1.clone()],
+            vec![(case1.parse::<i64>().unwrap() + 1).to_string()]
+        ],
+        "each earlier case superseded once, the newest never"
+    );
+    w.ok(&["job", "done", "--case", last]);
+    let show = w.json(&["reseller", "show", &account, "--json"]);
+    assert_eq!(show["reseller"]["state"], "active", "{show:#}");
+    assert_eq!(show["reseller"]["mpn_id"], "6284913");
+    assert_eq!(
+        w.count("SELECT COUNT(*) FROM outbox WHERE kind = 'applied'"),
+        1
+    );
+
+    // Applied now: the same ID once more is a question for a person.
+    w.deliver(
+        "1700000004.M1P1.t",
+        &again("Thu, 13 Nov 2025 10:00:00 +0100", "repeat-2"),
+    );
+    w.wait_inbox_empty(10);
+    let review = w.json(&["queue", "list", "--json"]);
+    assert_eq!(review.as_array().unwrap().len(), 1, "{review:#}");
+    assert!(
+        review[0]["reasons"]
+            .to_string()
+            .contains("already the current ID"),
+        "{review:#}"
+    );
+    w.stop();
 }

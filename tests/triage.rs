@@ -75,6 +75,7 @@ fn registry_at(path: &Path) -> Registry {
                 domains: split_list(f[3]),
                 old_ids: split_list(f[4]),
                 current_id: None,
+                updating: false,
                 locale: f[5].into(),
             }
         })
@@ -618,6 +619,7 @@ fn entry(
         domains: domains.iter().map(|s| s.to_string()).collect(),
         old_ids: old.iter().map(|s| s.to_string()).collect(),
         current_id: current.map(str::to_string),
+        updating: false,
         locale: "de".into(),
     }
 }
@@ -1974,6 +1976,24 @@ fn registry_decisions() {
         "{:?}",
         t.reasons
     );
+    // Still being applied: the reseller repeating it joins that update, while
+    // for anyone else it stays taken.
+    let mut updating = test_registry();
+    for r in &mut updating.resellers {
+        r.updating = r.current_id.is_some();
+    }
+    let own = triage(
+        &msg(EN, "MPN ID", "Our new MPN ID: 7810442").build(),
+        &updating,
+        &test_policy(),
+    );
+    assert_eq!(own.decision, Decision::Apply, "{:?}", own.reasons);
+    let other = triage(
+        &msg(DE, "MPN-ID", "Unsere neue MPN-ID: 7810442").build(),
+        &updating,
+        &test_policy(),
+    );
+    assert_eq!(other.decision, Decision::Reject, "{:?}", other.reasons);
 }
 
 #[test]

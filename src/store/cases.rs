@@ -286,7 +286,7 @@ impl Store {
             if r.account != account && r.current_id.as_deref() == Some(id.as_str()) {
                 bail!("{id} is the ID of reseller {}", r.account);
             }
-            if r.account == account && r.current_id.as_deref() == Some(id.as_str()) {
+            if r.account == account && r.current_id.as_deref() == Some(id.as_str()) && !r.updating {
                 bail!("{id} is already the current ID of {account}");
             }
         }
@@ -535,7 +535,7 @@ fn commit_in(
 ) -> Result<Committed> {
     let held: Triage;
     let why_hold = match (t.decision, &t.reseller, &t.mpn_id) {
-        (Decision::Apply, Some(account), Some(_)) => newer_case(tx, account, t.headers.date)?,
+        (Decision::Apply, Some(account), Some(id)) => newer_case(tx, account, id, t.headers.date)?,
         // Triage promises an account and an ID with every apply; if it ever
         // does not, hold the mail for a person rather than guess.
         (Decision::Apply, _, _) => Some("incomplete result: no reseller or no ID".into()),
@@ -624,9 +624,14 @@ fn follow_decision(tx: &Transaction<'_>, case_id: i64, t: &Triage, ctx: &Ctx<'_>
 }
 
 /// When the reseller's current or pending ID came from a mail written after this
-/// one, says so: mails can arrive out of order, and an older mail must not replace
-/// a newer ID (a correction, say) without a person looking.
-fn newer_case(tx: &Transaction<'_>, account: &str, date: Option<i64>) -> Result<Option<String>> {
+/// one, and is another ID, says so: mails can arrive out of order, and an older
+/// mail must not replace a newer ID (a correction, say) without a person looking.
+fn newer_case(
+    tx: &Transaction<'_>,
+    account: &str,
+    id: &MpnId,
+    date: Option<i64>,
+) -> Result<Option<String>> {
     let Some(date) = date else { return Ok(None) };
     // MAX(id) rather than ORDER BY id DESC LIMIT 1: with the ORDER BY, SQLite
     // walked all of the reseller's cases newest first (reading each row's Date
@@ -639,16 +644,19 @@ fn newer_case(tx: &Transaction<'_>, account: &str, date: Option<i64>) -> Result<
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .optional()?;
-    Ok(newer.map(|(case, id)| {
-        format!(
-            "written before case {case}, which gave the newer ID {}: an older mail does not replace it",
-            id.as_deref().unwrap_or("-")
-        )
-    }))
+    Ok(newer
+        .filter(|(_, newer)| newer.as_deref() != Some(id.as_str()))
+        .map(|(case, newer)| {
+            format!(
+                "written before case {case}, which gave the newer ID {}: an older mail does not replace it",
+                newer.as_deref().unwrap_or("-")
+            )
+        }))
 }
 
 /// Queues the account job and one job per subscription, blocks the reseller's
-/// orders, and queues the "received" confirmation.
+/// orders, and queues the "received" confirmation. The ID already being applied,
+/// sent again, joins that update instead.
 fn start_update(
     tx: &Transaction<'_>,
     case_id: i64,
@@ -656,11 +664,24 @@ fn start_update(
     id: &MpnId,
     ctx: &Ctx<'_>,
 ) -> Result<()> {
-    cancel_updates(
+    let pending: Option<String> = tx
+        .one(
+            "SELECT pending_mpn_id FROM resellers WHERE account = ?1 AND state = 'updating'",
+            [account],
+            |r| r.get(0),
+        )
+        .optional()?
+        .flatten();
+    if pending.as_deref() == Some(id.as_str()) {
+        return join_update(tx, case_id, account, id, ctx);
+    }
+    supersede_updates(
         tx,
         account,
-        ctx,
+        Some(case_id),
+        false,
         &format!("superseded by case {case_id} (ID {id})"),
+        ctx,
     )?;
     let old: Option<String> = tx
         .one(
@@ -714,6 +735,43 @@ fn start_update(
     Ok(())
 }
 
+/// A mail repeating the ID that is being applied (a reminder, a colleague, the
+/// same mail sent twice): the update in flight carries on under the newest case.
+/// Its unfinished jobs move over rather than being cancelled and queued again, the
+/// earlier case is superseded, and the repeat is confirmed like any apply.
+fn join_update(
+    tx: &Transaction<'_>,
+    case_id: i64,
+    account: &str,
+    id: &MpnId,
+    ctx: &Ctx<'_>,
+) -> Result<()> {
+    let moved = supersede_updates(
+        tx,
+        account,
+        Some(case_id),
+        true,
+        &format!("case {case_id} sent ID {id} again: the update carries on there"),
+        ctx,
+    )?;
+    tx.exec(
+        "UPDATE cases SET state = 'updating', updated_at = ?2 WHERE id = ?1",
+        params![case_id, ctx.now],
+    )?;
+    audit(
+        tx,
+        ctx,
+        "update.join",
+        Some(case_id),
+        Some(account),
+        None,
+        &format!("ID {id} is already being applied: {moved} open job(s) carry on under this case"),
+    )?;
+    queue_mail(tx, case_id, account, Kind::Received, "", ctx)?;
+    // No job was left open (an update whose last job just finished): finish it.
+    complete_if_done(tx, case_id, ctx)
+}
+
 /// Cancels the unfinished jobs of every case of `account` still updating.
 pub(super) fn cancel_updates(
     tx: &Transaction<'_>,
@@ -721,19 +779,41 @@ pub(super) fn cancel_updates(
     ctx: &Ctx<'_>,
     why: &str,
 ) -> Result<()> {
+    supersede_updates(tx, account, None, false, why, ctx).map(drop)
+}
+
+/// Supersedes every case of `account` still updating other than `newer`: their
+/// unfinished jobs are cancelled or, with `take_jobs`, handed to `newer` (which
+/// carries the same ID on). Returns how many jobs were cancelled or handed over.
+fn supersede_updates(
+    tx: &Transaction<'_>,
+    account: &str,
+    newer: Option<i64>,
+    take_jobs: bool,
+    why: &str,
+    ctx: &Ctx<'_>,
+) -> Result<usize> {
     let cases: Vec<i64> = {
-        let mut stmt =
-            tx.prepare_cached("SELECT id FROM cases WHERE account = ?1 AND state = 'updating'")?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT id FROM cases WHERE account = ?1 AND state = 'updating' AND id IS NOT ?2",
+        )?;
         let rows = stmt
-            .query_map([account], |r| r.get(0))?
+            .query_map(params![account, newer], |r| r.get(0))?
             .collect::<rusqlite::Result<Vec<i64>>>()?;
         rows
     };
+    let mut jobs = 0;
     for case_id in cases {
-        tx.exec(
-            "UPDATE jobs SET state = 'cancelled', updated_at = ?2 WHERE case_id = ?1 AND state NOT IN ('done', 'cancelled')",
-            params![case_id, ctx.now],
-        )?;
+        jobs += match (take_jobs, newer) {
+            (true, Some(newer)) => tx.exec(
+                "UPDATE jobs SET case_id = ?3, updated_at = ?2 WHERE case_id = ?1 AND state NOT IN ('done', 'cancelled')",
+                params![case_id, ctx.now, newer],
+            )?,
+            _ => tx.exec(
+                "UPDATE jobs SET state = 'cancelled', updated_at = ?2 WHERE case_id = ?1 AND state NOT IN ('done', 'cancelled')",
+                params![case_id, ctx.now],
+            )?,
+        };
         tx.exec(
             "UPDATE cases SET state = 'superseded', updated_at = ?2 WHERE id = ?1",
             params![case_id, ctx.now],
@@ -748,7 +828,7 @@ pub(super) fn cancel_updates(
             why,
         )?;
     }
-    Ok(())
+    Ok(jobs)
 }
 
 /// When every job of an updating case is done: the new ID becomes the reseller's,

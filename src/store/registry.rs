@@ -264,6 +264,7 @@ pub fn registry_from_csv(text: &str) -> Result<Registry> {
                 domains: r.domains,
                 old_ids: r.old_id.into_iter().collect(),
                 current_id: None,
+                updating: false,
                 locale: r.locale,
             })
             .collect(),
@@ -557,6 +558,7 @@ impl Store {
                 .into_iter()
                 .map(|r| {
                     let mut old_ids = r.revoked_ids.clone();
+                    let updating = r.pending_mpn_id.is_some();
                     let mut current_id = r.pending_mpn_id.clone();
                     if let Some(id) = &r.mpn_id {
                         if r.mpn_id_applied && current_id.is_none() {
@@ -573,6 +575,7 @@ impl Store {
                         domains: r.domains,
                         old_ids,
                         current_id,
+                        updating,
                         locale: r.locale,
                     }
                 })

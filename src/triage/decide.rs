@@ -9,7 +9,7 @@
 //! `dmarc=fail` (RFC 8601: every instance is read, other authserv-ids are ignored),
 //! or when extraction flagged the ID as doubtful; `reject` when the ID is the sender's
 //! own old ID or any other reseller's old or current ID; `review` when it already is
-//! the sender's current ID; `apply` otherwise.
+//! the sender's current ID (applied, not one still being applied); `apply` otherwise.
 
 use super::parse::Parsed;
 use super::{Decision, MpnId, Outcome, Policy, Registry, RegistryEntry, RejectReason};
@@ -270,8 +270,9 @@ fn taken_by(
             }),
         ));
     }
+    // The ID being applied, sent again: the mail joins that update.
     let own = sender.and_then(|s| registry.resellers.iter().find(|r| r.account == s))?;
-    (own.current_id.as_deref() == Some(id)).then(|| {
+    (own.current_id.as_deref() == Some(id) && !own.updating).then(|| {
         (
             format!("{id} is already the current ID of {}", own.account),
             None,

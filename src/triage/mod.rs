@@ -217,6 +217,9 @@ pub struct RegistryEntry {
     /// An ID that mpnd applied (or is applying) for this reseller: not old, but
     /// still taken as far as other resellers are concerned.
     pub current_id: Option<String>,
+    /// `current_id` is still being applied (an update in flight): the reseller
+    /// repeating it joins that update rather than asking a person.
+    pub updating: bool,
     /// "de" or "en": the language of replies.
     pub locale: String,
 }

@@ -71,6 +71,7 @@ pub fn registry() -> Registry {
         domains: Vec::new(),
         old_ids: vec![old.to_string()],
         current_id: None,
+        updating: false,
         locale: locale.to_string(),
     };
     Registry {

@@ -102,7 +102,11 @@ impl World {
     }
 
     pub fn import_registry(&self) {
-        let c = corpus().join("reseller");
+        self.import_registry_from(&corpus().join("reseller"));
+    }
+
+    /// Imports `resellers.csv` and `subscriptions.csv` of a folder.
+    pub fn import_registry_from(&self, c: &Path) {
         self.ok(&[
             "reseller",
             "import",

@@ -48,6 +48,25 @@ pub(crate) struct Choice {
     pub owners: Vec<String>,
 }
 
+impl Choice {
+    /// The chosen number turns out not to be the reseller's new location ID (only
+    /// the global account's, a forwarded stranger's, one the author holds back):
+    /// the mail gives none, and the number stays among the candidates for the
+    /// operator, its verdict saying why.
+    pub(crate) fn no_new_id(&mut self, why: String) {
+        let Some(id) = self.id.take() else {
+            return;
+        };
+        for c in &mut self.candidates {
+            if c.id == id.as_str() && c.verdict.starts_with("chosen") {
+                c.verdict = format!("lost: {why}");
+            }
+        }
+        self.outcome = Outcome::None;
+        self.explanation = Some(why);
+    }
+}
+
 struct Ranked {
     found: Found,
     loss: Option<String>,
@@ -191,32 +210,36 @@ pub(crate) fn choose(
             choice.owners.push(owner.clone());
         }
     }
-    if winners.iter().all(|r| r.found.role == Role::Pga) {
-        // "PGA 6771205 / PLA noch nicht vorhanden": the author says the ID to apply
-        // does not exist yet, so the mail gives none.
-        if location_pending {
-            choice.id = None;
-            choice.outcome = Outcome::None;
-            choice.explanation = Some(format!(
+    // The mail then gives no location ID: a global account's is never applied
+    // ("PGA 6771205 / PLA noch nicht vorhanden"), and where the author says the
+    // location ID is still to come ("Unsere eigene neue Standort-ID haben wir noch
+    // nicht"), a number not named as one is someone's or something else's.
+    let not_location = if winners.iter().all(|r| r.found.role == Role::Pga) {
+        Some(if location_pending {
+            format!(
                 "only a global account (PGA) ID {winner}; the location (PLA) ID is still missing"
-            ));
-            for r in &mut ranked {
-                if r.loss.is_none() {
-                    r.loss = Some("global account (PGA); the location ID is still missing".into());
-                }
-            }
-            choice.candidates = report(ranked, None);
-            return choice;
-        }
-        choice.review.push(format!(
-            "only a global account (PGA) ID was given: {winner}"
-        ));
+            )
+        } else {
+            format!("only a global account (PGA) ID was given: {winner}")
+        })
     } else if location_pending && !winners.iter().any(|r| r.found.role == Role::Pla) {
-        // "Unsere eigene neue Standort-ID haben wir noch nicht": a number not named
-        // as the location ID is then someone's or something else's.
-        choice.review.push(format!(
+        Some(format!(
             "the author says the location (PLA) ID is still to come; {winner} is not named as one"
-        ));
+        ))
+    } else {
+        None
+    };
+    if let Some(why) = not_location {
+        for r in &mut ranked {
+            if r.loss.is_none() {
+                r.loss = Some(why.clone());
+            }
+        }
+        choice.id = None;
+        choice.outcome = Outcome::None;
+        choice.explanation = Some(why);
+        choice.candidates = report(ranked, None);
+        return choice;
     }
     if !best.0 {
         choice

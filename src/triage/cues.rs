@@ -324,11 +324,14 @@ static PROVISIONAL: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 /// Words right before a number that withdraw it: "please ignore the ID …", "bitte
-/// ignorieren Sie die Partner-ID …". At most a few words may stand between, and no
-/// comma: in "ignore my last mail, the right one is …" the number is the correction.
+/// ignorieren Sie die Partner-ID …", "please do not use 7093518", "verwenden Sie
+/// bitte nicht die …". At most a few words may stand between, and no comma: in
+/// "ignore my last mail, the right one is …" the number is the correction.
 static WITHDRAW_BEFORE: LazyLock<Regex> = LazyLock::new(|| {
     compile(
-        r"(?i)\b(?:ignore|ignorieren(?:\s+sie)?|disregard|vergessen\s+sie|streichen\s+sie)\s+(?:[^\s,;:.!?\d]+\s+){0,4}$",
+        r"(?ix)\b(?:ignore|ignorieren(?:\s+sie)?|disregard|vergessen\s+sie|streichen\s+sie
+           | (?:do\s+not|don'?t|never)\s+(?:use|apply|enter)
+           | (?:verwenden|nutzen|benutzen|hinterlegen|tragen)\s+sie\s+(?:bitte\s+)?(?:nicht|keinesfalls))\s+(?:[^\s,;:.!?\d]+\s+){0,4}$",
     )
 });
 

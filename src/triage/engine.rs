@@ -365,9 +365,7 @@ fn check_reservations(choice: &mut Choice, blocks: &[super::segment::Block]) {
         });
     if let Some(l) = line {
         let text: String = l.text.trim().chars().take(120).collect();
-        choice
-            .review
-            .push(format!("the author holds back: \"{text}\""));
+        choice.no_new_id(format!("the author holds back: \"{text}\""));
     }
 }
 

@@ -249,7 +249,7 @@ fn collect_texts(message: &Message<'_>, origin: Origin, depth: usize, out: &mut 
             // aus dem Partner Center exportiert") is read like a forwarded text.
             PartType::Text(t) if is_plain_text(part) && out.len() < MAX_TEXTS => {
                 out.push(TextPart {
-                    text: normalise(cut(t, MAX_TEXT_BYTES), false),
+                    text: normalise(&undo_mojibake(part, cut(t, MAX_TEXT_BYTES)), false),
                     origin: Origin::Attached { from: None },
                     html: false,
                 });
@@ -257,6 +257,76 @@ fn collect_texts(message: &Message<'_>, origin: Origin, depth: usize, out: &mut 
             _ => {}
         }
     }
+}
+
+/// UTF-8 sent under a single-byte label (a CRM declaring windows-1252 on UTF-8
+/// bytes, so that "7 302 916" with narrow no-break spaces reads "7â€¯302â€¯916"):
+/// when the decoded text, turned back into windows-1252 bytes, is valid UTF-8,
+/// those bytes are what the author wrote. Real Latin-1 text with umlauts or
+/// typographic quotes practically never forms valid UTF-8.
+fn undo_mojibake<'a>(part: &mail_parser::MessagePart<'_>, text: &'a str) -> Cow<'a, str> {
+    let single_byte = part
+        .content_type()
+        .and_then(|ct| ct.attribute("charset"))
+        .is_some_and(|c| {
+            [
+                "windows-1252",
+                "cp1252",
+                "iso-8859-1",
+                "latin1",
+                "iso-8859-15",
+            ]
+            .iter()
+            .any(|l| c.eq_ignore_ascii_case(l))
+        });
+    // Every UTF-8 lead byte of Latin and punctuation text shows as one of these.
+    if !single_byte || !text.contains(['Ã', 'Â', 'â', 'Å', 'Ä', 'Ð', 'Ñ', 'ð']) {
+        return Cow::Borrowed(text);
+    }
+    let bytes: Option<Vec<u8>> = text.chars().map(windows_1252_byte).collect();
+    match bytes.map(String::from_utf8) {
+        Some(Ok(fixed)) => Cow::Owned(fixed),
+        _ => Cow::Borrowed(text),
+    }
+}
+
+/// The windows-1252 byte a character was decoded from (C1 controls stand for the
+/// five bytes windows-1252 leaves undefined).
+fn windows_1252_byte(c: char) -> Option<u8> {
+    if let Ok(b) = u8::try_from(c) {
+        return Some(b);
+    }
+    let b = match c {
+        '€' => 0x80,
+        '‚' => 0x82,
+        'ƒ' => 0x83,
+        '„' => 0x84,
+        '…' => 0x85,
+        '†' => 0x86,
+        '‡' => 0x87,
+        'ˆ' => 0x88,
+        '‰' => 0x89,
+        'Š' => 0x8A,
+        '‹' => 0x8B,
+        'Œ' => 0x8C,
+        'Ž' => 0x8E,
+        '‘' => 0x91,
+        '’' => 0x92,
+        '“' => 0x93,
+        '”' => 0x94,
+        '•' => 0x95,
+        '–' => 0x96,
+        '—' => 0x97,
+        '˜' => 0x98,
+        '™' => 0x99,
+        'š' => 0x9A,
+        '›' => 0x9B,
+        'œ' => 0x9C,
+        'ž' => 0x9E,
+        'Ÿ' => 0x9F,
+        _ => return None,
+    };
+    Some(b)
 }
 
 /// Whether a part is declared text/plain (not a calendar, CSV or other text).
@@ -279,10 +349,16 @@ fn body_texts(message: &Message<'_>, ids: &[u32]) -> Vec<TextPart> {
         // when the alternative is missing, so both kinds are handled either way.
         let (text, html) = match &part.body {
             PartType::Text(t) => (
-                label_columns(normalise(cut(t, MAX_TEXT_BYTES), is_flowed(part))),
+                label_columns(normalise(
+                    &undo_mojibake(part, cut(t, MAX_TEXT_BYTES)),
+                    is_flowed(part),
+                )),
                 false,
             ),
-            PartType::Html(h) => (html_as_text(cut(h, MAX_TEXT_BYTES)), true),
+            PartType::Html(h) => (
+                html_as_text(&undo_mojibake(part, cut(h, MAX_TEXT_BYTES))),
+                true,
+            ),
             _ => continue,
         };
         texts.push(TextPart {
@@ -415,7 +491,7 @@ fn is_flowed(part: &mail_parser::MessagePart<'_>) -> bool {
 }
 
 /// Line endings to '\n', invisible characters removed, no-break and thin spaces to
-/// plain spaces, full-width digits to ASCII, and format=flowed soft breaks joined
+/// plain spaces, Unicode hyphens to '-', full-width digits to ASCII, and format=flowed soft breaks joined
 /// (RFC 3676), so that a sentence is one line however the client wrapped it.
 pub(crate) fn normalise(text: &str, flowed: bool) -> String {
     let mut clean = String::with_capacity(text.len());
@@ -436,8 +512,10 @@ pub(crate) fn normalise(text: &str, flowed: bool) -> String {
         let with = match c {
             '\r' if bytes.get(i + 1) == Some(&b'\n') => Some(None),
             '\r' => Some(Some('\n')),
-            '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => Some(Some(' ')),
+            '\u{a0}' | '\u{202f}' | '\u{2000}'..='\u{200a}' | '\t' => Some(Some(' ')),
             '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => Some(None),
+            // Hyphen, non-breaking hyphen (Word's Ctrl+Shift+-), figure dash.
+            '\u{2010}'..='\u{2012}' => Some(Some('-')),
             // Full-width digits and colon (East Asian input methods): "７１８５０３２".
             '\u{ff10}'..='\u{ff19}' => Some(char::from_digit(c as u32 - 0xff10, 10)),
             '\u{ff1a}' => Some(Some(':')),
@@ -544,8 +622,9 @@ mod tests {
                 match c {
                     '\r' if chars.peek() == Some(&'\n') => {}
                     '\r' => clean.push('\n'),
-                    '\u{a0}' | '\u{202f}' | '\u{2007}' | '\u{2009}' | '\t' => clean.push(' '),
+                    '\u{a0}' | '\u{202f}' | '\u{2000}'..='\u{200a}' | '\t' => clean.push(' '),
                     '\u{200b}' | '\u{200c}' | '\u{200d}' | '\u{feff}' | '\u{ad}' | '\u{2060}' => {}
+                    '\u{2010}'..='\u{2012}' => clean.push('-'),
                     _ => clean.push(c),
                 }
             }
@@ -563,6 +642,8 @@ mod tests {
             "\u{2009}",
             "\u{200b}",
             "\u{2010}",
+            "\u{2011}",
+            "\u{200a}",
             "\u{2060}",
             "\u{feff}",
             "\u{fffd}",

@@ -343,6 +343,17 @@ fn red_team_q_fixtures_match_labels() {
     run_fixture_folder("tests/fixtures/triage-q", 45, KNOWN_FIXTURE_Q_MISSES);
 }
 
+/// The eighteenth round (`tests/fixtures/triage-r/`): safety, third time, blind,
+/// with its own registry: other vendors' partner IDs, our own and a competing
+/// distributor's Partner ID, an ID to remove, a closing location, a future
+/// company, Microsoft's examples, a KB number in a URL, a tenant domain, a
+/// colleague's guess, a reply-all from another reseller, a spoofed display name;
+/// run against [`KNOWN_FIXTURE_R_MISSES`].
+#[test]
+fn red_team_r_fixtures_match_labels() {
+    run_fixture_folder("tests/fixtures/triage-r", 45, KNOWN_FIXTURE_R_MISSES);
+}
+
 fn run_fixture_folder(folder: &str, at_least: usize, known_misses: &[&str]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(folder);
     let labels = labels_at(&dir.join("labels.json"));
@@ -2305,6 +2316,9 @@ const KNOWN_FIXTURE_P_MISSES: &[&str] = &[
 
 /// Seventeenth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_Q_MISSES: &[&str] = &[];
+
+/// Eighteenth-round fixtures the engine still gets wrong; each must be a safe miss.
+const KNOWN_FIXTURE_R_MISSES: &[&str] = &[];
 
 /// Fourteenth-round fixtures the engine still gets wrong; each must be a safe miss.
 const KNOWN_FIXTURE_N_MISSES: &[&str] = &[

@@ -2027,6 +2027,60 @@ fn registry_decisions() {
     assert_eq!(other.decision, Decision::Reject, "{:?}", other.reasons);
 }
 
+/// Round R's traps, in other words: another vendor's or program's number, a
+/// mail that says the reseller's own new ID is still to come (whatever other
+/// number it gives), a colleague's guess, a number disowned or held back.
+#[test]
+fn other_programs_and_ids_still_to_come() {
+    run_cases(vec![
+        (
+            "another vendor's partner ID, called ours",
+            msg(DE, "Partner-ID", "Für die Google-Workspace-Bestellungen lautet unsere neue Partner-ID 6831280.").build(),
+            none(),
+        ),
+        (
+            "a marketplace seller ID, asked about",
+            msg(EN, "New ID", "Our marketplace Seller ID is 7245610 - is this the number you need for our account?").build(),
+            none(),
+        ),
+        (
+            "a branch's location ID while the new one is still to come",
+            msg(DE, "Standorte", "Die neue Standort-ID erhalten Sie, sobald Microsoft die Prüfung abgeschlossen hat. Zur Info: unsere Filiale Passau hatte die Standort-ID 6831281.").build(),
+            none(),
+        ),
+        (
+            "English: still stuck, sent once it's through",
+            msg(EN, "Leeds", "Our Leeds branch (location ID 7245611) closes at year end. Our own new ID is still stuck in verification; I'll send it once it's through.").build(),
+            none(),
+        ),
+        (
+            "a colleague's guess",
+            msg(EN, "RE: new ID", "I think the new number is 7245612, but I can't log into Partner Center to check.").build(),
+            none(),
+        ),
+        (
+            "a number on our invoice that is not theirs",
+            msg(DE, "Rechnung", "Auf Ihrer Rechnung steht die Partner-ID 6831282 - das ist nicht unsere! Bitte wieder entfernen.").build(),
+            none(),
+        ),
+        (
+            "held back with a separable verb",
+            msg(DE, "MPN-ID", "Unsere neue MPN-ID ist 6831283. Bitte stellen Sie aber noch nichts um, wir prüfen das intern.").build(),
+            none(),
+        ),
+        (
+            "other vendors' numbers beside the location ID",
+            msg(DE, "Herstellernummern", "Sophos Partner-Nr.: 6831284\nAdobe VIP Reseller-ID: 6831286\nMicrosoft Standort-ID (PLA): 6831285").build(),
+            apply("6831285"),
+        ),
+        (
+            "the Microsoft Partner Network is Microsoft's",
+            msg(EN, "MPN", "Our new Microsoft Partner Network ID is 7245613.").build(),
+            apply("7245613"),
+        ),
+    ]);
+}
+
 #[test]
 fn encodings() {
     let latin1: Vec<u8> =

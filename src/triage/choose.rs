@@ -212,8 +212,10 @@ pub(crate) fn choose(
     }
     // The mail then gives no location ID: a global account's is never applied
     // ("PGA 6771205 / PLA noch nicht vorhanden"), and where the author says the
-    // location ID is still to come ("Unsere eigene neue Standort-ID haben wir noch
-    // nicht"), a number not named as one is someone's or something else's.
+    // new location ID is still to come ("Unsere eigene neue Standort-ID haben wir
+    // noch nicht", "Die neue ID erhalten Sie, sobald Microsoft …"), any number
+    // the mail does give is someone's or something else's: a closing location's,
+    // the one given to another distributor, a future company's.
     let not_location = if winners.iter().all(|r| r.found.role == Role::Pga) {
         Some(if location_pending {
             format!(
@@ -222,9 +224,11 @@ pub(crate) fn choose(
         } else {
             format!("only a global account (PGA) ID was given: {winner}")
         })
-    } else if location_pending && !winners.iter().any(|r| r.found.role == Role::Pla) {
+    } else if location_pending && winners.iter().all(|r| r.found.owner.is_none()) {
+        // A number the author gives as a named company's ("Redwood Lane's new
+        // location ID is …") is judged by that name (`check_named_owner`).
         Some(format!(
-            "the author says the location (PLA) ID is still to come; {winner} is not named as one"
+            "the author says the new location ID is still to come; {winner} is not it"
         ))
     } else {
         None

@@ -2054,6 +2054,11 @@ fn other_programs_and_ids_still_to_come() {
             none(),
         ),
         (
+            "a promise about something else",
+            msg(EN, "New MPN ID", "Our new MPN ID is 7245614. We'll send the signed agreement once it's provided by our lawyer.").build(),
+            apply("7245614"),
+        ),
+        (
             "a colleague's guess",
             msg(EN, "RE: new ID", "I think the new number is 7245612, but I can't log into Partner Center to check.").build(),
             none(),

@@ -468,7 +468,7 @@ static LOCATION_PENDING: LazyLock<Regex> = LazyLock::new(|| {
 /// ich sie Ihnen", "Our own new Partner ID is still stuck in Microsoft's
 /// verification; I'll send it separately once it's through". Not a state ("noch
 /// in Prüfung", "pending verification"): an ID given while Microsoft still checks
-/// it is given. The sentence must also speak of an ID ([`ID_WORDS`]): "die
+/// it is given. The sentence must also speak of an ID ([`ID_WORD`]): "die
 /// Unterlagen schicke ich Ihnen separat" says nothing about it. No gap between
 /// the ID's name and the phrase in the pattern: bounded gaps made the lazy DFA
 /// thrash.
@@ -1085,7 +1085,7 @@ pub(crate) fn says_location_pending(text: &str) -> bool {
         || (contains_any(text, OWN_ID_PENDING_WORDS)
             && text
                 .split_inclusive(['.', '!', '?'])
-                .any(|s| OWN_ID_PENDING.is_match(s) && contains_any(s, ID_WORDS)))
+                .any(|s| OWN_ID_PENDING.is_match(s) && ID_WORD.is_match(s)))
 }
 
 /// A literal every match of [`OWN_ID_PENDING`] holds, lower case: few lines have
@@ -1103,17 +1103,13 @@ const OWN_ID_PENDING_WORDS: &[&str] = &[
     "keine",
 ];
 
-/// Words a line that says the ID is still to come speaks of the ID with.
-const ID_WORDS: &[&str] = &[
-    "id",
-    "nummer",
-    "number",
-    "standort",
-    "location",
-    "registrierung",
-    "registration",
-    "verifi",
-];
+/// A word a sentence that says the ID is still to come speaks of the ID with
+/// ("ID" as a word or a compound's end: not the "id" of "provided").
+static ID_WORD: LazyLock<Regex> = LazyLock::new(|| {
+    compile(
+        r"(?i)\b(?:ids?|partnerids?|nummer|number|standort\w*|location|registrierung|registration|verifi\w*)\b|-ids?\b",
+    )
+});
 
 pub(crate) fn asks_which(text: &str) -> bool {
     ASKS_WHICH.is_match(text)

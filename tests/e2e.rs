@@ -1547,9 +1547,6 @@ fn replay(registry: &Path, folders: &[std::path::PathBuf]) -> usize {
                     && (reasons.contains("an older mail does not replace")
                         || reasons.contains("already the current ID"))));
         held += usize::from(stateful && decision == "review");
-        if stateful && decision == "review" && std::env::var("SHOW_HELD").is_ok() {
-            println!("held {}: {reasons}", f.display());
-        }
         if state != expected_state && !stateful {
             differ.push(format!(
                 "{}: alone {want}, replayed {decision}/{state} {reasons}",

@@ -655,8 +655,11 @@ fn newer_case(
 }
 
 /// Queues the account job and one job per subscription, blocks the reseller's
-/// orders, and queues the "received" confirmation. The ID already being applied,
-/// sent again, joins that update instead.
+/// orders, and queues the "received" confirmation. A newer ID supersedes the
+/// update in flight (its open jobs are cancelled); the ID already being applied,
+/// sent again (a reminder, a colleague), joins it instead: the open jobs carry on
+/// under this case, nothing is queued twice, and the repeat is confirmed like any
+/// apply.
 fn start_update(
     tx: &Transaction<'_>,
     case_id: i64,
@@ -664,32 +667,68 @@ fn start_update(
     id: &MpnId,
     ctx: &Ctx<'_>,
 ) -> Result<()> {
-    let pending: Option<String> = tx
+    let (old, pending): (Option<String>, Option<String>) = tx
         .one(
-            "SELECT pending_mpn_id FROM resellers WHERE account = ?1 AND state = 'updating'",
+            "SELECT mpn_id, CASE WHEN state = 'updating' THEN pending_mpn_id END
+             FROM resellers WHERE account = ?1",
             [account],
-            |r| r.get(0),
-        )
-        .optional()?
-        .flatten();
-    if pending.as_deref() == Some(id.as_str()) {
-        return join_update(tx, case_id, account, id, ctx);
-    }
-    supersede_updates(
-        tx,
-        account,
-        Some(case_id),
-        false,
-        &format!("superseded by case {case_id} (ID {id})"),
-        ctx,
-    )?;
-    let old: Option<String> = tx
-        .one(
-            "SELECT mpn_id FROM resellers WHERE account = ?1",
-            [account],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .with_context(|| format!("no reseller with account {account:?}"))?;
+    let joins = pending.as_deref() == Some(id.as_str());
+    let (action, detail) = if joins {
+        let moved = supersede_updates(
+            tx,
+            account,
+            Some(case_id),
+            true,
+            &format!("case {case_id} sent ID {id} again: the update carries on there"),
+            ctx,
+        )?;
+        (
+            "update.join",
+            format!(
+                "ID {id} is already being applied: {moved} open job(s) carry on under this case"
+            ),
+        )
+    } else {
+        supersede_updates(
+            tx,
+            account,
+            Some(case_id),
+            false,
+            &format!("superseded by case {case_id} (ID {id})"),
+            ctx,
+        )?;
+        let subs = queue_jobs(tx, case_id, account, id, old.as_deref(), ctx)?;
+        (
+            "update.start",
+            format!("ID {id}: 1 account job, {subs} subscription job(s); orders blocked"),
+        )
+    };
+    tx.exec(
+        "UPDATE cases SET state = 'updating', updated_at = ?2 WHERE id = ?1",
+        params![case_id, ctx.now],
+    )?;
+    audit(tx, ctx, action, Some(case_id), Some(account), None, &detail)?;
+    queue_mail(tx, case_id, account, Kind::Received, "", ctx)?;
+    if joins {
+        // No job was left open (an update whose last job just finished): finish it.
+        complete_if_done(tx, case_id, ctx)?;
+    }
+    Ok(())
+}
+
+/// The account job and one job per subscription for a new ID, and the reseller
+/// marked as updating to it. Returns the number of subscription jobs.
+fn queue_jobs(
+    tx: &Transaction<'_>,
+    case_id: i64,
+    account: &str,
+    id: &MpnId,
+    old: Option<&str>,
+    ctx: &Ctx<'_>,
+) -> Result<usize> {
     let subs: Vec<(String, String)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT subscription_id, customer_id FROM subscriptions WHERE account = ?1 ORDER BY subscription_id",
@@ -715,61 +754,7 @@ fn start_update(
         "UPDATE resellers SET state = 'updating', pending_mpn_id = ?2, updated_at = ?3 WHERE account = ?1",
         params![account, id.as_str(), ctx.now],
     )?;
-    tx.exec(
-        "UPDATE cases SET state = 'updating', updated_at = ?2 WHERE id = ?1",
-        params![case_id, ctx.now],
-    )?;
-    audit(
-        tx,
-        ctx,
-        "update.start",
-        Some(case_id),
-        Some(account),
-        None,
-        &format!(
-            "ID {id}: 1 account job, {} subscription job(s); orders blocked",
-            subs.len()
-        ),
-    )?;
-    queue_mail(tx, case_id, account, Kind::Received, "", ctx)?;
-    Ok(())
-}
-
-/// A mail repeating the ID that is being applied (a reminder, a colleague, the
-/// same mail sent twice): the update in flight carries on under the newest case.
-/// Its unfinished jobs move over rather than being cancelled and queued again, the
-/// earlier case is superseded, and the repeat is confirmed like any apply.
-fn join_update(
-    tx: &Transaction<'_>,
-    case_id: i64,
-    account: &str,
-    id: &MpnId,
-    ctx: &Ctx<'_>,
-) -> Result<()> {
-    let moved = supersede_updates(
-        tx,
-        account,
-        Some(case_id),
-        true,
-        &format!("case {case_id} sent ID {id} again: the update carries on there"),
-        ctx,
-    )?;
-    tx.exec(
-        "UPDATE cases SET state = 'updating', updated_at = ?2 WHERE id = ?1",
-        params![case_id, ctx.now],
-    )?;
-    audit(
-        tx,
-        ctx,
-        "update.join",
-        Some(case_id),
-        Some(account),
-        None,
-        &format!("ID {id} is already being applied: {moved} open job(s) carry on under this case"),
-    )?;
-    queue_mail(tx, case_id, account, Kind::Received, "", ctx)?;
-    // No job was left open (an update whose last job just finished): finish it.
-    complete_if_done(tx, case_id, ctx)
+    Ok(subs.len())
 }
 
 /// Cancels the unfinished jobs of every case of `account` still updating.

@@ -49,8 +49,8 @@ pub(crate) struct Choice {
 }
 
 impl Choice {
-    /// The chosen number turns out not to be the reseller's new location ID (only
-    /// the global account's, a forwarded stranger's, one the author holds back):
+    /// The chosen number turns out not to be the reseller's new location ID (one
+    /// the author holds back, see `engine::check_reservations`):
     /// the mail gives none, and the number stays among the candidates for the
     /// operator, its verdict saying why.
     pub(crate) fn no_new_id(&mut self, why: String) {

@@ -1079,7 +1079,8 @@ pub(crate) fn retracts_subject(text: &str) -> bool {
     SUBJECT_RETRACTED.is_match(text)
 }
 
-/// Whether `text` says the location (PLA) ID is still missing.
+/// Whether `text` says the location (PLA) ID is still missing, or that the
+/// reseller's own new ID is still to come ([`OWN_ID_PENDING`]).
 pub(crate) fn says_location_pending(text: &str) -> bool {
     LOCATION_PENDING.is_match(text)
         || (contains_any(text, OWN_ID_PENDING_WORDS)

@@ -251,7 +251,8 @@ pub(crate) fn line_numbers(line: &str) -> Vec<String> {
 }
 
 /// Whether the author says the location (PLA) ID is still missing ("PLA noch nicht
-/// vorhanden"): a lone global account ID is then no new ID at all.
+/// vorhanden", "die neue ID schicken wir Ihnen dann"): a number the mail does
+/// give is then no new ID at all (see `choose`).
 pub(crate) fn location_pending(subject: &str, blocks: &[Block]) -> bool {
     cues::says_location_pending(subject)
         || blocks.iter().flat_map(|b| &b.lines).any(|l| {
